@@ -1,0 +1,190 @@
+"""``SamPredictor``: segment-anything's predictor API with a shared embedding cache."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+from segment_anything.modeling import Sam
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from .embedding_cache import CachedEmbedding, EmbeddingCache, default_embedding_cache, image_digest
+from .upsample import upscale_logits
+
+__all__ = ["SamPredictor"]
+
+
+class SamPredictor:
+    """Compute an image embedding once, then predict masks for any number of prompts.
+
+    Arguments, return values and coordinate conventions are segment-anything's
+    (``segment_anything.SamPredictor``). In addition, embeddings are looked up in and stored into
+    ``cache`` (the process-wide :func:`default_embedding_cache` unless given; pass
+    ``cache=False`` to disable), keyed by image content and model.
+    """
+
+    def __init__(self, sam_model: Sam, *, cache: EmbeddingCache | bool | None = None) -> None:
+        self.model = sam_model
+        self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
+        if cache is None or cache is True:
+            cache = default_embedding_cache()
+        self.cache: EmbeddingCache | None = cache or None
+        self.last_set_image_from_cache = False
+        self.reset_image()
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def _cache_key(self, digest: str) -> tuple[str, str]:
+        token = getattr(self.model, "cache_token", None) or f"id:{id(self.model)}"
+        return token, digest
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Encode ``image`` (HxWx3 uint8, ``image_format`` "RGB" or "BGR") for later prompts."""
+        if image_format not in ("RGB", "BGR"):
+            raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
+            raise ValueError(f"expected an HxWx3 image array, got shape {image.shape}")
+        if image.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 image, got {image.dtype}; see mobile_sam_core.load_image")
+        if image_format != self.model.image_format:
+            image = image[..., ::-1]
+
+        key = self._cache_key(image_digest(image)) if self.cache is not None else None
+        cached = self.cache.get(key) if self.cache is not None else None
+        if cached is not None:
+            self._use_embedding(cached)
+            self.last_set_image_from_cache = True
+            return
+        input_image = self.transform.apply_image(image)
+        input_image_torch = torch.as_tensor(input_image, device=self.device)
+        input_image_torch = input_image_torch.permute(2, 0, 1).contiguous()[None, :, :, :]
+        self.set_torch_image(input_image_torch, image.shape[:2])
+        self.last_set_image_from_cache = False
+        if self.cache is not None:
+            self.cache.put(key, CachedEmbedding(self.features, self.original_size, self.input_size))
+
+    @torch.no_grad()
+    def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: Tuple[int, ...]) -> None:
+        """Encode an already resized ``1x3xHxW`` tensor (longest side = encoder input size)."""
+        size = self.model.image_encoder.img_size
+        if not (
+            transformed_image.ndim == 4
+            and transformed_image.shape[1] == 3
+            and max(*transformed_image.shape[2:]) == size
+        ):
+            raise ValueError(f"set_torch_image expects a 1x3xHxW tensor with longest side {size}")
+        self.reset_image()
+        self.original_size = tuple(int(v) for v in original_image_size)
+        self.input_size = tuple(int(v) for v in transformed_image.shape[-2:])
+        input_image = self.model.preprocess(transformed_image)
+        self.features = self.model.image_encoder(input_image)
+        self.is_image_set = True
+
+    def set_embedding(self, embedding: CachedEmbedding) -> None:
+        """Use a previously computed embedding (e.g. from :meth:`get_cached_embedding`)."""
+        self._use_embedding(embedding)
+
+    def get_cached_embedding(self) -> CachedEmbedding:
+        """The current embedding with the sizes needed to reuse it."""
+        self._require_image()
+        return CachedEmbedding(self.features, self.original_size, self.input_size)
+
+    def _use_embedding(self, item: CachedEmbedding) -> None:
+        self.reset_image()
+        self.features = item.features
+        self.original_size = item.original_size
+        self.input_size = item.input_size
+        self.is_image_set = True
+
+    def predict(
+        self,
+        point_coords: Optional[np.ndarray] = None,
+        point_labels: Optional[np.ndarray] = None,
+        box: Optional[np.ndarray] = None,
+        mask_input: Optional[np.ndarray] = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Predict masks for prompts in original-image pixel coordinates.
+
+        Returns ``(masks CxHxW, iou_predictions C, low_res_logits Cx256x256)``; ``C`` is 3 with
+        ``multimask_output`` and 1 otherwise; masks are boolean unless ``return_logits``.
+        """
+        self._require_image()
+        coords_torch = labels_torch = box_torch = mask_input_torch = None
+        if point_coords is not None:
+            if point_labels is None:
+                raise ValueError("point_labels must be supplied with point_coords")
+            point_coords = np.asarray(point_coords, dtype=np.float64)
+            point_labels = np.asarray(point_labels)
+            if point_coords.ndim != 2 or point_coords.shape[1] != 2:
+                raise ValueError(f"point_coords must be Nx2, got shape {point_coords.shape}")
+            if point_labels.shape != (point_coords.shape[0],):
+                raise ValueError("point_labels must hold one label per point")
+            point_coords = self.transform.apply_coords(point_coords, self.original_size)
+            coords_torch = torch.as_tensor(point_coords, dtype=torch.float, device=self.device)[None]
+            labels_torch = torch.as_tensor(point_labels, dtype=torch.int, device=self.device)[None]
+        if box is not None:
+            box = np.asarray(box, dtype=np.float64)
+            if box.size != 4:
+                raise ValueError(f"box must hold 4 numbers XYXY, got shape {box.shape}")
+            box = self.transform.apply_boxes(box.reshape(1, 4), self.original_size)
+            box_torch = torch.as_tensor(box, dtype=torch.float, device=self.device)
+        if mask_input is not None:
+            mask_input_torch = torch.as_tensor(mask_input, dtype=torch.float, device=self.device)
+            if mask_input_torch.ndim == 3:
+                mask_input_torch = mask_input_torch[None]
+
+        masks, iou_predictions, low_res_masks = self.predict_torch(
+            coords_torch, labels_torch, box_torch, mask_input_torch, multimask_output, return_logits=return_logits
+        )
+        return masks[0].numpy(), iou_predictions[0].numpy(), low_res_masks[0].numpy()
+
+    @torch.no_grad()
+    def predict_torch(
+        self,
+        point_coords: Optional[torch.Tensor],
+        point_labels: Optional[torch.Tensor],
+        boxes: Optional[torch.Tensor] = None,
+        mask_input: Optional[torch.Tensor] = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Batched prediction with prompts already in the model's input frame (see segment-anything)."""
+        self._require_image()
+        if point_coords is None and boxes is None and mask_input is None:
+            raise ValueError("no prompt given: pass points, a box or a mask input")
+        points = (point_coords, point_labels) if point_coords is not None else None
+        sparse_embeddings, dense_embeddings = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+        low_res_masks, iou_predictions = self.model.mask_decoder(
+            image_embeddings=self.features,
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse_embeddings,
+            dense_prompt_embeddings=dense_embeddings,
+            multimask_output=multimask_output,
+        )
+        masks = upscale_logits(low_res_masks, self.model.image_encoder.img_size, self.input_size, self.original_size)
+        if not return_logits:
+            masks = masks > self.model.mask_threshold
+        return masks, iou_predictions, low_res_masks
+
+    def get_image_embedding(self) -> torch.Tensor:
+        """The ``1x256x64x64`` embedding of the current image."""
+        self._require_image()
+        return self.features
+
+    def reset_image(self) -> None:
+        """Forget the current image."""
+        self.is_image_set = False
+        self.features: torch.Tensor | None = None
+        self.orig_h = self.orig_w = self.input_h = self.input_w = None
+        self.original_size: tuple[int, int] | None = None
+        self.input_size: tuple[int, int] | None = None
+
+    def _require_image(self) -> None:
+        if not self.is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
