@@ -8,6 +8,7 @@ the returned objects.
 from __future__ import annotations
 
 import itertools
+import pickle
 import uuid
 import zipfile
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
-from segment_anything import build_sam as _sa_build
+from segment_anything import build_sam_vit_b, build_sam_vit_h, build_sam_vit_l
 from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from .modeling.tiny_vit import TinyViTEncoder, official_to_timm_keys
@@ -94,11 +95,11 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         "SAM's prompt encoder and mask decoder with a 5.8M-parameter TinyViT image encoder "
         "distilled from SAM ViT-H.", 1024, _mobile_sam),
     "vit_b": ModelSpec("vit_b", "SAM ViT-B", "Segment Anything with the ViT-B image encoder (91M).",
-                       1024, lambda: _sa_build.build_sam_vit_b(None)),
+                       1024, lambda: build_sam_vit_b(None)),
     "vit_l": ModelSpec("vit_l", "SAM ViT-L", "Segment Anything with the ViT-L image encoder (308M).",
-                       1024, lambda: _sa_build.build_sam_vit_l(None)),
+                       1024, lambda: build_sam_vit_l(None)),
     "vit_h": ModelSpec("vit_h", "SAM ViT-H", "Segment Anything with the ViT-H image encoder (632M).",
-                       1024, lambda: _sa_build.build_sam_vit_h(None)),
+                       1024, lambda: build_sam_vit_h(None)),
     "lite_medsam": ModelSpec(
         "lite_medsam", "LiteMedSAM (TinyViT, 256 px)",
         "A TinyViT-SAM trained on medical images with box prompts; 256-pixel input.", 256, _lite_medsam),
@@ -127,22 +128,31 @@ def _describe_checkpoint(state: Mapping[str, Any]) -> str:
     return "a SAM-family checkpoint of an unknown variant"
 
 
+def _unreadable(path: Path, expected: str, why: str) -> CheckpointError:
+    size = path.stat().st_size if path.exists() else 0
+    return CheckpointError(
+        f"{path} could not be read as a PyTorch checkpoint ({size:,} bytes; truncated or not a "
+        f"checkpoint?). Expected {expected}. Reader said: {why}"
+    )
+
+
 def _read_state_dict(path: Path, expected: str) -> dict[str, torch.Tensor]:
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    # torch.save writes a zip archive ("PK"); very old files are raw pickles (protocol byte 0x80).
+    if head != b"PK" and head[:1] != b"\x80":
+        raise _unreadable(path, expected, f"the file starts with {head!r}, not a zip archive or pickle")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        size = path.stat().st_size if path.exists() else 0
-        raise CheckpointError(
-            f"{path} could not be read as a PyTorch checkpoint ({size:,} bytes; truncated or not a "
-            f"checkpoint?). Expected {expected}. Reader said: {str(exc).splitlines()[0][:200]}"
-        ) from exc
-    except Exception as exc:  # pickle.UnpicklingError and friends from weights_only
+    except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower():
+            raise _unreadable(path, expected, str(exc).splitlines()[0][:200]) from exc
         raise CheckpointError(
             f"{path} holds objects that are not plain tensors and is refused for safety "
-            f"(loaded with weights_only=True). Expected {expected}. Detail: {str(exc).splitlines()[0][:200]}"
+            f"(loaded with weights_only=True). Expected {expected}."
         ) from exc
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise _unreadable(path, expected, str(exc).splitlines()[0][:200]) from exc
     if isinstance(obj, Mapping):
         for wrapper in ("model", "state_dict"):
             if wrapper in obj and isinstance(obj[wrapper], Mapping):

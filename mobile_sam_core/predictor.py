@@ -29,7 +29,8 @@ class SamPredictor:
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
         if cache is None or cache is True:
             cache = default_embedding_cache()
-        self.cache: EmbeddingCache | None = cache or None
+        # `is False`, not truthiness: an empty cache has len() == 0.
+        self.cache: EmbeddingCache | None = None if cache is False else cache
         self.last_set_image_from_cache = False
         self.reset_image()
 
