@@ -17,9 +17,46 @@ from .build import (
     sam_model_registry,
 )
 from .embedding_cache import CachedEmbedding, EmbeddingCache, default_embedding_cache
+from .images import ImageLoadError, LoadedImage, PromptError, clip_box, load_image, validate_points
 from .predictor import SamPredictor
+from .render import (
+    cutout_rgba,
+    encode_png,
+    mask_iou,
+    mask_to_png_bytes,
+    mask_to_rle,
+    masks_to_coco_json,
+    overlay_masks,
+    palette,
+)
+from .weights import (
+    ResolvedCheckpoint,
+    WeightsUnavailableError,
+    download_checkpoint,
+    resolve_checkpoint,
+    weights_status,
+)
 
 __all__ = [
+    "ImageLoadError",
+    "LoadedImage",
+    "PromptError",
+    "ResolvedCheckpoint",
+    "WeightsUnavailableError",
+    "clip_box",
+    "cutout_rgba",
+    "download_checkpoint",
+    "encode_png",
+    "load_image",
+    "mask_iou",
+    "mask_to_png_bytes",
+    "mask_to_rle",
+    "masks_to_coco_json",
+    "overlay_masks",
+    "palette",
+    "resolve_checkpoint",
+    "validate_points",
+    "weights_status",
     "MODEL_SPECS",
     "CachedEmbedding",
     "CheckpointError",

@@ -121,10 +121,13 @@ def test_cli_everything_and_errors(tmp_path):
 def test_everything_on_real_weights_is_consistent(lite, coffee):
     records = SamAutomaticMaskGenerator(lite, points_per_side=4, pred_iou_thresh=0.0,
                                         stability_score_thresh=0.0).generate(coffee)
-    assert records, "relaxed thresholds should keep some masks"
+    assert any(r["area"] > 0 for r in records), "relaxed thresholds should keep some masks"
     for r in records:
         seg = r["segmentation"]
         assert seg.shape == coffee.shape[:2] and seg.sum() == r["area"]
         x, y, bw, bh = r["bbox"]
+        if not seg.any():  # with thresholds at 0, SAM keeps empty masks too
+            assert r["bbox"] == [0, 0, 0, 0]
+            continue
         ys, xs = np.nonzero(seg)
         assert (xs.min(), ys.min(), xs.max() - xs.min(), ys.max() - ys.min()) == (x, y, bw, bh)
