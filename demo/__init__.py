@@ -1,0 +1,1 @@
+"""Gradio web app of the MobileSAM CPU demo (``python -m demo``)."""

@@ -1,0 +1,68 @@
+"""Settings of the demo app: one place for defaults, limits and queue sizes.
+
+Values come from keyword arguments (``python -m demo --port ...``) or, when those are not given,
+from ``MOBILE_SAM_DEMO_*`` environment variables, so that Hugging Face Spaces and tests can set
+them without touching code.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+# Segment-everything defaults, chosen to finish in seconds on two CPU cores
+# (the decoder runs once per grid point: 16x16 = 256 prompts instead of SAM's 32x32 = 1024).
+EVERYTHING_DEFAULTS: dict[str, float | int] = {
+    "points_per_side": 16,
+    "points_per_batch": 64,
+    "pred_iou_thresh": 0.88,
+    "stability_score_thresh": 0.95,
+    "min_mask_region_area": 0,
+}
+# Bounds of the controls shown to visitors (and enforced for API callers).
+POINTS_PER_SIDE_RANGE = (4, 32)
+MIN_REGION_AREA_MAX = 10_000
+
+MAX_POINTS = 32  # prompt points per request; SAM was trained with far fewer
+MAX_FILE_SIZE = "20mb"  # upload limit (gradio's launch(max_file_size=...))
+# Output files older than this are removed (ours and gradio's copies of them).
+OUTPUT_MAX_AGE_S = 3600
+DELETE_CACHE = (1800, OUTPUT_MAX_AGE_S)  # gradio: (every N seconds, files older than M seconds)
+
+# Queue: interactive clicks/boxes and image encoding share one small pool; segment-everything has
+# its own single slot, so a long everything-run never holds up anyone's clicks.
+INTERACTIVE_CONCURRENCY = 2
+EVERYTHING_CONCURRENCY = 1
+ENCODE_CONCURRENCY = 1
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(f"MOBILE_SAM_DEMO_{name}")
+    return value if value not in (None, "") else default
+
+
+def _env_bool(name: str) -> bool:
+    return (_env(name, "") or "").lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass
+class DemoConfig:
+    """How to start the app and which model to serve."""
+
+    host: str = field(default_factory=lambda: _env("HOST", "127.0.0.1") or "127.0.0.1")
+    port: int = field(default_factory=lambda: int(_env("PORT", "7860") or 7860))
+    # "vit_t" (MobileSAM, falls back to LiteMedSAM when its weights are missing), or any
+    # registered model name ("lite_medsam", "vit_b", ...).
+    model: str = field(default_factory=lambda: _env("MODEL", "vit_t") or "vit_t")
+    checkpoint: str | None = field(default_factory=lambda: _env("CHECKPOINT"))
+    # Random weights: for tests and UI work without any checkpoint.
+    random_weights: bool = field(default_factory=lambda: _env_bool("RANDOM_WEIGHTS"))
+    # Grid of the everything tab; tests use a coarse one to stay fast.
+    points_per_side: int = field(
+        default_factory=lambda: int(_env("POINTS_PER_SIDE", str(EVERYTHING_DEFAULTS["points_per_side"])) or 16)
+    )
+    torch_threads: int | None = field(
+        default_factory=lambda: int(v) if (v := _env("TORCH_THREADS")) else None
+    )
+    max_file_size: str = field(default_factory=lambda: _env("MAX_FILE_SIZE", MAX_FILE_SIZE) or MAX_FILE_SIZE)
+    examples_dir: str | None = field(default_factory=lambda: _env("EXAMPLES_DIR"))

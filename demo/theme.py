@@ -1,0 +1,28 @@
+"""Look of the app: a Gradio theme and a little CSS."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+THEME = gr.themes.Soft(primary_hue="teal", secondary_hue="slate", radius_size="md")
+
+CSS = """
+#title h1 { margin-bottom: 0.1em; }
+#title p { margin-top: 0; color: var(--body-text-color-subdued); }
+.model-banner { border-radius: var(--radius-lg); padding: 0.4em 0.9em !important; }
+.model-banner.fallback, .model-banner:has(strong:first-child) { }
+#model-banner { background: var(--background-fill-secondary); border-radius: var(--radius-lg); padding: 0.5em 0.9em; }
+#model-banner.fallback-active { background: #fff4e5; border: 1px solid #f0a030; color: #4a3000; }
+#model-banner.fallback-active * { color: #4a3000 !important; }
+.status-line { min-height: 1.6em; font-size: 0.95em; }
+.result-info { min-height: 1.6em; }
+.downloads { gap: 0.4em; flex-wrap: wrap; }
+.downloads button { min-width: 8em; }
+/* Click targets: make it obvious the picture is clickable. */
+#points-canvas img, #box-result img, #everything-canvas img { cursor: crosshair; }
+/* Phones: full-width columns, smaller canvases so controls stay in view. */
+@media (max-width: 640px) {
+  #points-canvas, #box-result, #everything-canvas, #box-annotator { height: auto !important; max-height: 70vh; }
+  .downloads button { flex: 1 1 30%; min-width: 0; }
+}
+"""
