@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install everything the tests need (venv, Python packages, Debian's chromium) and run them.
+# Usage: bash scripts/test.sh [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ]; then
+    echo "== installing Debian's chromium for the browser tests"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "chromium is missing: run 'sudo apt-get install -y chromium' (browser tests are skipped without it, failed under CI=true)" >&2
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv"
+  python3 -m venv .venv
+fi
+echo "== installing Python packages"
+.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+
+echo "== running tests"
+export MOBILE_SAM_OFFLINE="${MOBILE_SAM_OFFLINE:-1}"
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
