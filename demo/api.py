@@ -13,7 +13,8 @@ import gradio as gr
 import numpy as np
 
 from . import config as cfg
-from .image_input import ImageInput, _stem
+from .image_input import _stem
+from .upload import ImageInput
 from .services import (
     ImageLoadError,
     LoadedImage,
@@ -27,7 +28,7 @@ from .services import (
     segment_everything,
     segment_prompts,
 )
-from .ui import EVERYTHING, INTERACTIVE, AppContext
+from .ui import API, EVERYTHING, AppContext
 
 
 def _image(path: Any) -> LoadedImage:
@@ -175,7 +176,7 @@ def build_api(ctx: AppContext) -> None:
                 "timings_ms": {"total_ms": round(result.total_ms, 1)}, "masks": masks}
         return out.overlay_png, out.as_list(), info
 
-    common = dict(concurrency_id=INTERACTIVE, concurrency_limit=cfg.INTERACTIVE_CONCURRENCY)
+    common = dict(concurrency_id=API, concurrency_limit=cfg.API_CONCURRENCY)
     trigger_points.click(segment_points, [image, points, labels, multimask], [overlay, files, info],
                          api_name="segment_points", **common)
     trigger_box.click(segment_box, [image, box, points, labels], [overlay, files, info],

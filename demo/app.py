@@ -67,7 +67,10 @@ def build_app(config: DemoConfig | None = None, *, models: ModelService | None =
     with gr.Blocks(title=text.TITLE, delete_cache=cfg.DELETE_CACHE) as app:
         session = gr.State(Session(), time_to_live=cfg.OUTPUT_MAX_AGE_S)
         gr.Markdown(f"# {text.TITLE}\n{text.INTRO}", elem_id="title")
-        banner = gr.Markdown("Loading the model…", elem_id="model-banner", elem_classes=["model-banner"])
+        served = models.current  # already loaded when preloading; else the load event fills it in
+        banner = gr.Markdown(text.model_banner(served, weights_help()), elem_id="model-banner",
+                             elem_classes=["model-banner", "fallback"] if served and served.is_fallback
+                             else ["model-banner"])
         with gr.Accordion("How to use", open=False, elem_id="how-to"):
             gr.Markdown(text.HOW_TO)
         with gr.Row(equal_height=False):

@@ -29,11 +29,18 @@ MAX_FILE_SIZE = "20mb"  # upload limit (gradio's launch(max_file_size=...))
 OUTPUT_MAX_AGE_S = 3600
 DELETE_CACHE = (1800, OUTPUT_MAX_AGE_S)  # gradio: (every N seconds, files older than M seconds)
 
-# Queue: interactive clicks/boxes and image encoding share one small pool; segment-everything has
-# its own single slot, so a long everything-run never holds up anyone's clicks.
-INTERACTIVE_CONCURRENCY = 2
-EVERYTHING_CONCURRENCY = 1
+# Queue. Each group below runs at most N events at once, and the groups run side by side:
+# - interactive: the UI's clicks, boxes, undo (~0.1 s each). One at a time, so two events of the
+#   same visitor never race on their session state;
+# - encode: the image encoder after an upload (~1.5 s);
+# - api: the stateless /segment_points and /segment_box endpoints (may encode a new image);
+# - everything: segment-everything (seconds to minutes), UI and API, one at a time.
+# A long everything-run therefore never holds up anyone's clicks, and at most one long job of each
+# kind competes for the cores.
+INTERACTIVE_CONCURRENCY = 1
 ENCODE_CONCURRENCY = 1
+API_CONCURRENCY = 1
+EVERYTHING_CONCURRENCY = 1
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -49,8 +56,9 @@ def _env_bool(name: str) -> bool:
 class DemoConfig:
     """How to start the app and which model to serve."""
 
-    host: str = field(default_factory=lambda: _env("HOST", "127.0.0.1") or "127.0.0.1")
-    port: int = field(default_factory=lambda: int(_env("PORT", "7860") or 7860))
+    # GRADIO_SERVER_NAME/PORT are what Hugging Face Spaces sets (0.0.0.0:7860).
+    host: str = field(default_factory=lambda: _env("HOST") or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1")
+    port: int = field(default_factory=lambda: int(_env("PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860))
     # "vit_t" (MobileSAM, falls back to LiteMedSAM when its weights are missing), or any
     # registered model name ("lite_medsam", "vit_b", ...).
     model: str = field(default_factory=lambda: _env("MODEL", "vit_t") or "vit_t")

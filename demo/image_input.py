@@ -13,28 +13,10 @@ from . import config as cfg
 from . import text
 from .services import image_key, read_image, weights_help
 from .state import Session
-from .ui import ENCODE, AppContext, friendly
+from .ui import ENCODE, INTERACTIVE, AppContext, friendly
+from .upload import ImageInput
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-
-
-class ImageInput(gr.Image):
-    """``gr.Image`` that hands the uploaded file to the core untouched.
-
-    Gradio's own preprocessing opens the file with PIL and fails with a bare error for files that
-    are not images; the core's ``load_image`` gives the visitor a readable message instead (and
-    applies EXIF orientation and the size limits).
-    """
-
-    is_template = True  # rendered by the frontend as a plain "image" component
-    # No __init__ override: gradio builds the frontend config from __init__'s signature.
-
-    def preprocess(self, payload: Any) -> Any:
-        if payload is None:
-            return None
-        if getattr(payload, "path", None) and not (payload.url or "").startswith("data:"):
-            return str(payload.path)
-        return super().preprocess(payload)
 
 
 class TabLike(Protocol):
@@ -119,7 +101,8 @@ def wire_input(ctx: AppContext, panel: InputPanel, session: gr.State, banner: gr
 
     panel.image.change(
         on_image, [panel.image, session], [session, panel.status, banner] + tab_outputs,
-        api_visibility="private", concurrency_id=ENCODE + "-load", concurrency_limit=4,
+        # Same group as clicks: a click on the old image cannot interleave with the switch.
+        api_visibility="private", concurrency_id=INTERACTIVE, concurrency_limit=cfg.INTERACTIVE_CONCURRENCY,
         show_progress="hidden",
     ).then(
         on_encode, [session], [panel.status], api_visibility="private",

@@ -149,6 +149,11 @@ class ModelService:
                 return False
             return self._served.name != served.name
 
+    @property
+    def current(self) -> ServedModel | None:
+        """The served model if already loaded (never loads)."""
+        return self._served
+
     def set_served(self, served: ServedModel) -> None:
         """Replace the served model (tests, or an operator switching models)."""
         with self._lock:

@@ -9,11 +9,11 @@ THEME = gr.themes.Soft(primary_hue="teal", secondary_hue="slate", radius_size="m
 CSS = """
 #title h1 { margin-bottom: 0.1em; }
 #title p { margin-top: 0; color: var(--body-text-color-subdued); }
-.model-banner { border-radius: var(--radius-lg); padding: 0.4em 0.9em !important; }
-.model-banner.fallback, .model-banner:has(strong:first-child) { }
-#model-banner { background: var(--background-fill-secondary); border-radius: var(--radius-lg); padding: 0.5em 0.9em; }
-#model-banner.fallback-active { background: #fff4e5; border: 1px solid #f0a030; color: #4a3000; }
-#model-banner.fallback-active * { color: #4a3000 !important; }
+#model-banner { background: var(--background-fill-secondary); border-radius: var(--radius-lg);
+                padding: 0.5em 1em; }
+#model-banner.fallback { background: #fff4e0; border: 1px solid #e8a33a; border-left: 6px solid #e8a33a; }
+#model-banner.fallback, #model-banner.fallback * { color: #3d2800 !important; }
+#model-banner.fallback code { background: #fbe3b8; }
 .status-line { min-height: 1.6em; font-size: 0.95em; }
 .result-info { min-height: 1.6em; }
 .downloads { gap: 0.4em; flex-wrap: wrap; }

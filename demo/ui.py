@@ -21,6 +21,7 @@ log = logging.getLogger("demo")
 INTERACTIVE = "interactive"
 EVERYTHING = "everything"
 ENCODE = "encode"
+API = "api"
 
 FOREGROUND = "Foreground (include)"
 BACKGROUND = "Background (exclude)"

@@ -131,6 +131,17 @@ def app_server(random_vit_t_checkpoint: Path, tmp_path_factory: pytest.TempPathF
 
 
 @pytest.fixture(scope="session")
+def fallback_server(tmp_path_factory: pytest.TempPathFactory):
+    """The app started offline with no MobileSAM weights anywhere: it serves LiteMedSAM."""
+    cache = tmp_path_factory.mktemp("empty_weights_cache")
+    log_path = tmp_path_factory.mktemp("fallback_log") / "app.log"
+    server = start_server(None, log_path, extra_env={"MOBILE_SAM_CACHE_DIR": str(cache),
+                                                     "MOBILE_SAM_CHECKPOINT_VIT_T": ""})
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="session")
 def vit_t_model(random_vit_t_checkpoint: Path):
     """The app's model rebuilt in the test process from the same checkpoint."""
     from mobile_sam_core import sam_model_registry

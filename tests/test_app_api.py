@@ -8,7 +8,7 @@ app runs offline without MobileSAM weights to check the LiteMedSAM fallback on a
 from __future__ import annotations
 
 import json
-import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from tests.app_fixtures import (  # noqa: E402,F401  (fixtures)
     TEST_POINTS_PER_SIDE,
     app_server,
     example,
+    fallback_server,
     random_vit_t_checkpoint,
     start_server,
     stop_server,
@@ -225,6 +226,22 @@ def test_interleaved_clients_each_get_their_own_results(app_server, vit_t_model)
         assert agreement(mask, masks[int(np.argmax(scores))]) > 0.999, key
 
 
+def test_a_long_everything_run_does_not_block_point_requests(app_server) -> None:
+    slow, fast = Client(app_server.url, verbose=False), Client(app_server.url, verbose=False)
+    job = slow.submit(image=handle_file(str(example("rocket"))), settings={"points_per_side": 12},
+                      api_name="/segment_everything")
+    deadline = time.monotonic() + 60
+    while job.status().code.name not in ("PROCESSING", "FINISHED") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    t0 = time.monotonic()
+    result = fast.predict(image=handle_file(str(example("chelsea"))), points=[[100, 100]],
+                          api_name="/segment_points")
+    answered_after = time.monotonic() - t0
+    check_prompt_result(result, example("chelsea"), 3)
+    assert not job.done(), f"points answered only after everything finished ({answered_after:.1f} s)"
+    job.result(timeout=600)
+
+
 def test_ui_events_are_not_on_the_api_page(app_server) -> None:
     import urllib.request
 
@@ -234,17 +251,6 @@ def test_ui_events_are_not_on_the_api_page(app_server) -> None:
 
 
 # ------------------------------------------------------------------ offline fallback (LiteMedSAM)
-
-
-@pytest.fixture(scope="module")
-def fallback_server(tmp_path_factory):
-    """The app started offline with no MobileSAM weights anywhere: it serves LiteMedSAM."""
-    cache = tmp_path_factory.mktemp("empty_cache")
-    log = tmp_path_factory.mktemp("fallback_log") / "app.log"
-    server = start_server(None, log, extra_env={"MOBILE_SAM_CACHE_DIR": str(cache),
-                                                "MOBILE_SAM_CHECKPOINT_VIT_T": ""})
-    yield server
-    stop_server(server)
 
 
 def test_fallback_serves_lite_medsam_and_a_box_finds_the_coffee_cup(fallback_server) -> None:

@@ -27,6 +27,7 @@ from ..ui import (
 
 HINT = "Drag a box around the object; the mask appears on the right."
 BOX_LABEL = "object"
+MIN_BOX_SIDE = 4  # pixels; smaller drags are treated as "no box yet"
 
 
 @dataclass
@@ -89,20 +90,18 @@ def build(ctx: AppContext, session: gr.State) -> BoxTab:
                 label="Drag a box", label_list=[BOX_LABEL], label_colors=[(0, 200, 90)],
                 single_box=True, disable_edit_boxes=True, use_default_label=True,
                 sources=None, show_clear_button=False, show_remove_button=False, show_download_button=False,
-                image_type="numpy", height=460, elem_id="box-annotator", box_min_size=4,
+                image_type="numpy", elem_id="box-annotator", box_min_size=MIN_BOX_SIDE, boxes_alpha=0.12,
                 handles_cursor=True, enable_keyboard_shortcuts=False,
             )
+            mode = gr.Radio(POINT_MODES, value=FOREGROUND, label="Clicks on the result add a", elem_id="box-mode")
+            with gr.Row():
+                clear_points = gr.Button("✕ Clear refining points", size="sm", elem_id="box-clear-points")
+                clear_box = gr.Button("✕ Clear box", size="sm", elem_id="box-clear")
         with gr.Column(scale=1, min_width=280):
             result = gr.Image(label="Result (click to add refining points)", interactive=False, type="numpy",
-                              format="webp", elem_id="box-result", buttons=["fullscreen"], height=460,
+                              format="webp", elem_id="box-result", buttons=["fullscreen"],
                               placeholder="Choose an image first")
-    with gr.Row(equal_height=True):
-        mode = gr.Radio(POINT_MODES, value=FOREGROUND, label="Refining clicks add a", elem_id="box-mode",
-                        scale=2)
-        with gr.Column(scale=1, min_width=160):
-            clear_points = gr.Button("✕ Clear refining points", size="sm", elem_id="box-clear-points")
-            clear_box = gr.Button("✕ Clear box", size="sm", elem_id="box-clear")
-    panel = result_panel("box")
+            panel = result_panel("box")
     tab = BoxTab(annotator, result, mode, panel)
     outputs = [result, *panel.outputs, session]
     common = dict(concurrency_id=INTERACTIVE, concurrency_limit=cfg.INTERACTIVE_CONCURRENCY,
@@ -113,6 +112,8 @@ def build(ctx: AppContext, session: gr.State) -> BoxTab:
         if current.image is None:
             return gr.skip()
         raw = _box_from_annotation(value)
+        if raw is not None and min(abs(raw[2] - raw[0]), abs(raw[3] - raw[1])) < MIN_BOX_SIDE:
+            return gr.skip()  # the annotator reports a zero-size box as soon as the mouse goes down
         box = tuple(check_box(raw, current.size)) if raw is not None else None
         if box == current.box_prompts.box:
             return gr.skip()  # the annotator also fires when the app sets its image

@@ -60,8 +60,8 @@ def _outputs(ctx: AppContext, session: Session) -> list[Any]:
     gallery = []
     for i, score in enumerate(result.masks.scores):
         thumb = render_prompt_overlay(small, thumbnail_mask(masks[i], small.shape[:2]))
-        star = "★ " if i == int(np.argmax(result.masks.scores)) else ""
-        gallery.append((thumb, f"{star}{i + 1}: IoU {score:.2f}"))
+        star = "★" if i == int(np.argmax(result.masks.scores)) else ""
+        gallery.append((thumb, f"{star}{i + 1} · {score:.2f}"))
     files = ctx.store.write_prompt_outputs(session.image_name, image, masks, result.masks.scores, chosen)
     info = prompt_info(result.info, result.masks.scores, chosen)
     return [overlay, gr.Gallery(value=gallery, selected_index=chosen), *panel_values(info, files), session]
@@ -91,7 +91,7 @@ def build(ctx: AppContext, session: gr.State) -> PointsTab:
             with gr.Row():
                 undo = gr.Button("↶ Undo last point", size="sm", elem_id="points-undo")
                 clear = gr.Button("✕ Clear points", size="sm", elem_id="points-clear")
-            candidates = gr.Gallery(label="Candidate masks (click to show)", columns=3, rows=1, height=150,
+            candidates = gr.Gallery(label="Candidates · predicted IoU (click one)", columns=3, rows=1, height=150,
                                     allow_preview=False, object_fit="contain", elem_id="points-candidates",
                                     interactive=False)
             panel = result_panel("points")
