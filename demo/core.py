@@ -17,6 +17,7 @@ from mobile_sam_core import (  # noqa: F401  (re-exports)
     default_embedding_cache,
     sam_model_registry,
 )
+from mobile_sam_core.embedding_cache import image_digest  # noqa: F401
 from mobile_sam_core.images import (  # noqa: F401
     ImageLoadError,
     LoadedImage,

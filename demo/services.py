@@ -14,9 +14,10 @@ import tempfile
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from .core import (
     LoadedImage,
     PromptError,
     clip_box,
+    image_digest,
     validate_points,
     WeightsUnavailableError,
     cutout_rgba,
@@ -182,18 +184,51 @@ def read_image(source: Any) -> LoadedImage:
 
 def image_key(image: LoadedImage) -> str:
     """Short content digest of the working image (identifies it in logs and file names)."""
-    import hashlib
+    return image_digest(image.array)[:16]
 
-    h = hashlib.blake2b(np.ascontiguousarray(image.array).data, digest_size=8)
-    h.update(str(image.array.shape).encode())
-    return h.hexdigest()
+
+class _EncodeGate:
+    """Lets one thread at a time encode a given image with a given model.
+
+    A click that arrives while the upload's encoding is still running waits for it and then finds
+    the embedding in the cache, instead of running the encoder a second time next to it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._busy: dict[tuple[str, str], threading.Event] = {}
+
+    @contextmanager
+    def hold(self, key: tuple[str, str]) -> Iterator[None]:
+        while True:
+            with self._lock:
+                event = self._busy.get(key)
+                if event is None:
+                    event = self._busy[key] = threading.Event()
+                    break
+            event.wait(timeout=300)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy.pop(key, None)
+            event.set()
+
+
+_encode_gate = _EncodeGate()
+
+
+def _set_image(predictor: Any, served: ServedModel, image: np.ndarray) -> None:
+    token = getattr(served.model, "cache_token", None) or f"id:{id(served.model)}"
+    with _encode_gate.hold((token, image_digest(image))):
+        predictor.set_image(image)
 
 
 def encode_image(served: ServedModel, image: np.ndarray) -> tuple[float, bool]:
     """Compute (or find in the shared cache) the image embedding. Returns (ms, from_cache)."""
     predictor = make_predictor(served.model)
     t0 = time.perf_counter()
-    predictor.set_image(image)
+    _set_image(predictor, served, image)
     return (time.perf_counter() - t0) * 1000.0, bool(getattr(predictor, "last_set_image_from_cache", False))
 
 
@@ -285,7 +320,7 @@ def segment_prompts(served: ServedModel, image: np.ndarray, points: np.ndarray |
         raise PromptError("No prompt yet: click on the object (Points tab) or drag a box (Box tab).")
     predictor = make_predictor(served.model)
     t0 = time.perf_counter()
-    predictor.set_image(image)
+    _set_image(predictor, served, image)
     t1 = time.perf_counter()
     masks, scores, _ = predictor.predict(
         point_coords=points if has_points else None,
@@ -358,8 +393,9 @@ def segment_everything(served: ServedModel, image: np.ndarray, settings: dict[st
 
     generator = make_mask_generator(served.model, output_mode="binary_mask", progress=on_batch, **kwargs)
     if progress:
-        progress(0.0, f"encoding the image, then decoding {n} grid points")
+        progress(0.0, f"segmenting with {n} grid points")
     t0 = time.perf_counter()
+    encode_image(served, image)  # through the gate; generate() then finds the embedding cached
     records = generator.generate(image)
     total = (time.perf_counter() - t0) * 1000.0
     records = sorted(records, key=lambda r: -int(r["area"]))

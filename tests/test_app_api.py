@@ -302,3 +302,15 @@ def test_model_service_switches_to_mobile_sam_when_its_weights_appear(tmp_path: 
     assert service.refresh() is True
     served = service.get()
     assert served.name == "vit_t" and served.source == "env" and not served.is_fallback
+
+
+def test_concurrent_encodes_of_one_image_run_the_encoder_once(random_vit_t_checkpoint: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from demo.services import ModelService, encode_image, read_image
+
+    served = ModelService("vit_t", str(random_vit_t_checkpoint), random_weights=True).get()
+    image = read_image(example("rocket")).array
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: encode_image(served, image), range(3)))
+    assert sorted(cached for _, cached in results) == [False, True, True]

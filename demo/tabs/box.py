@@ -105,7 +105,7 @@ def build(ctx: AppContext, session: gr.State) -> BoxTab:
     tab = BoxTab(annotator, result, mode, panel)
     outputs = [result, *panel.outputs, session]
     common = dict(concurrency_id=INTERACTIVE, concurrency_limit=cfg.INTERACTIVE_CONCURRENCY,
-                  api_visibility="private", show_progress="minimal")
+                  api_visibility="private", show_progress="minimal", show_progress_on=[result])
 
     @friendly
     def on_box(current: Session, value: Any) -> Any:

@@ -85,5 +85,5 @@ def build(ctx: AppContext, session: gr.State) -> EverythingTab:
 
     run.click(on_run, [session, grid, iou, stability, min_area], [canvas, *panel.outputs, session],
               concurrency_id=EVERYTHING, concurrency_limit=cfg.EVERYTHING_CONCURRENCY,
-              api_visibility="private", show_progress="full")
+              api_visibility="private", show_progress="full", show_progress_on=[canvas])
     return tab

@@ -98,7 +98,7 @@ def build(ctx: AppContext, session: gr.State) -> PointsTab:
     tab = PointsTab(canvas, mode, candidates, panel)
     outputs = [canvas, candidates, *panel.outputs, session]
     common = dict(concurrency_id=INTERACTIVE, concurrency_limit=cfg.INTERACTIVE_CONCURRENCY,
-                  api_visibility="private", show_progress="minimal")
+                  api_visibility="private", show_progress="minimal", show_progress_on=[canvas])
 
     @friendly
     def on_click(current: Session, point_mode: str, evt: gr.SelectData) -> Any:
