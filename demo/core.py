@@ -18,6 +18,14 @@ from mobile_sam_core import (  # noqa: F401  (re-exports)
     sam_model_registry,
 )
 from mobile_sam_core.embedding_cache import image_digest  # noqa: F401
+from mobile_sam_core.compare import pairwise_iou, run_everything, run_prompts  # noqa: F401  (Compare tab)
+from mobile_sam_core.model_pool import (  # noqa: F401  (Compare tab)
+    ModelAvailability,
+    ModelPool,
+    ModelTooLargeError,
+    PoolBusyError,
+)
+from mobile_sam_core.render import mask_iou, mask_to_rle  # noqa: F401  (Compare tab)
 from mobile_sam_core.images import (  # noqa: F401
     ImageLoadError,
     LoadedImage,

@@ -23,16 +23,15 @@ import numpy as np
 
 from . import config as cfg
 from .core import (
-    MODEL_SPECS,
     ImageLoadError,
     LoadedImage,
+    MODEL_SPECS,
     PromptError,
-    clip_box,
-    image_digest,
-    validate_points,
     WeightsUnavailableError,
+    clip_box,
     cutout_rgba,
     encode_png,
+    image_digest,
     load_image,
     make_mask_generator,
     make_predictor,
@@ -41,6 +40,7 @@ from .core import (
     overlay_masks,
     resolve_checkpoint,
     sam_model_registry,
+    validate_points,
 )
 
 __all__ = [
@@ -59,6 +59,12 @@ __all__ = [
     "segment_everything",
     "everything_settings",
     "OutputStore",
+    "render_prompt_overlay",
+    "render_everything_overlay",
+    "weights_help",
+    "ImageLoadError",
+    "LoadedImage",
+    "WeightsUnavailableError",
 ]
 
 
@@ -527,5 +533,3 @@ def weights_help() -> str:
             "`MOBILE_SAM_CHECKPOINT_VIT_T` at it. The app switches to MobileSAM with the next image.")
 
 
-__all__ += ["render_prompt_overlay", "render_everything_overlay", "weights_help",
-            "WeightsUnavailableError", "ImageLoadError"]

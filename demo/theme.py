@@ -8,7 +8,7 @@ THEME = gr.themes.Soft(primary_hue="teal", secondary_hue="slate", radius_size="m
 
 CSS = """
 #title h1 { margin-bottom: 0.1em; }
-#title p { margin-top: 0; color: var(--body-text-color-subdued); }
+#title p { margin-top: 0; color: var(--body-text-color); opacity: 0.85; }
 #model-banner { background: var(--background-fill-secondary); border-radius: var(--radius-lg);
                 padding: 0.5em 1em; }
 #model-banner.fallback { background: #fff4e0; border: 1px solid #e8a33a; border-left: 6px solid #e8a33a; }

@@ -52,7 +52,7 @@ class ResultPanel:
 
 
 def result_panel(prefix: str, *, mask_label: str = "Mask PNG", cutout_label: str = "Cut-out PNG",
-                 rle_label: str = "COCO RLE JSON") -> ResultPanel:
+                 rle_label: str = "COCO RLE") -> ResultPanel:
     """Create the info line and download buttons (disabled until there is a result)."""
     info = gr.Markdown("", elem_id=f"{prefix}-info", elem_classes=["result-info"])
     with gr.Row(elem_classes=["downloads"]):

@@ -57,8 +57,7 @@ def build(ctx: AppContext, session: gr.State) -> EverythingTab:
                 min_area = gr.Slider(0, cfg.MIN_REGION_AREA_MAX, value=int(d["min_mask_region_area"]), step=10,
                                      label="Minimum region area (pixels)",
                                      info="removes small islands and holes", elem_id="everything-min-area")
-            panel = result_panel("everything", mask_label="All masks PNG", cutout_label="Cut-out PNG",
-                                 rle_label="COCO RLE JSON")
+            panel = result_panel("everything", mask_label="All masks PNG")
     tab = EverythingTab(canvas, panel)
 
     @friendly
