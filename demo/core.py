@@ -50,24 +50,11 @@ from mobile_sam_core.weights import (  # noqa: F401
 
 
 def make_predictor(model: Any, cache: EmbeddingCache | None = None) -> SamPredictor:
-    """``SamPredictor`` on the shared embedding cache.
-
-    Works around a core bug: ``SamPredictor`` stores ``cache or None`` and an empty
-    ``EmbeddingCache`` is falsy (it has ``__len__``), so no predictor would ever fill the cache.
-    Harmless once the core tests ``cache is None`` instead.
-    """
-    cache = cache if cache is not None else default_embedding_cache()
-    predictor = SamPredictor(model, cache=cache)
-    if getattr(predictor, "cache", cache) is None:
-        predictor.cache = cache
-    return predictor
+    """``SamPredictor`` on the process-wide embedding cache shared by all visitors."""
+    return SamPredictor(model, cache=cache if cache is not None else default_embedding_cache())
 
 
 def make_mask_generator(model: Any, cache: EmbeddingCache | None = None, **kwargs: Any) -> SamAutomaticMaskGenerator:
-    """``SamAutomaticMaskGenerator`` whose predictor uses the shared embedding cache (see above)."""
-    cache = cache if cache is not None else default_embedding_cache()
-    generator = SamAutomaticMaskGenerator(model, cache=cache, **kwargs)
-    predictor = getattr(generator, "predictor", None)
-    if predictor is not None and getattr(predictor, "cache", cache) is None:
-        predictor.cache = cache
-    return generator
+    """``SamAutomaticMaskGenerator`` whose predictor uses the shared embedding cache."""
+    return SamAutomaticMaskGenerator(model, cache=cache if cache is not None else default_embedding_cache(),
+                                     **kwargs)
