@@ -24,6 +24,7 @@ from .image_input import build_input, wire_input
 from .services import ModelService, OutputStore, weights_help
 from .state import Session
 from .tabs import box as box_tab
+from .tabs import compare as compare_tab
 from .tabs import everything as everything_tab
 from .tabs import points as points_tab
 from .theme import CSS, THEME
@@ -84,9 +85,11 @@ def build_app(config: DemoConfig | None = None, *, models: ModelService | None =
                         box = box_tab.build(ctx, session)
                     with gr.Tab("Everything", id="everything", elem_id="tab-everything"):
                         everything = everything_tab.build(ctx, session)
+                    with gr.Tab("Compare", id="compare", elem_id="tab-compare"):
+                        compare = compare_tab.build(ctx, session)
                     with gr.Tab("About", id="about", elem_id="tab-about"):
                         gr.Markdown(text.ABOUT)
-        wire_input(ctx, panel, session, banner, [points, box, everything])
+        wire_input(ctx, panel, session, banner, [points, box, everything, compare])
         build_api(ctx)
         app.load(lambda: banner_update(ctx), None, [banner], api_visibility="private", queue=False)
     app.ctx = ctx  # type: ignore[attr-defined]  (tests and other tabs reach the services here)

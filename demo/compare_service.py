@@ -25,6 +25,7 @@ from .core import (
     PromptError,
     WeightsUnavailableError,
     default_embedding_cache,
+    image_digest,
     mask_iou,
     mask_to_rle,
     overlay_masks,
@@ -32,7 +33,6 @@ from .core import (
     run_everything,
     run_prompts,
 )
-from .core import image_digest
 
 __all__ = [
     "COLOR_A",
@@ -266,7 +266,8 @@ def compare_everything_pair(pool: ModelPool, image: np.ndarray, model_a: str, mo
                 progress(i / 2, msg)
 
         with _lease(pool, name, report) as lease:
-            runs.append(run_everything(lease.model, image, name=name, progress=on_batch, **settings))
+            runs.append(run_everything(lease.model, image, name=name, progress=on_batch,
+                                       cache=default_embedding_cache(), **settings))
             titles.append(lease.title)
     a, b = runs
     matrix = pairwise_iou(a.masks, b.masks)

@@ -183,6 +183,7 @@ class EverythingRun:
     records: list[dict]
     encoder_ms: float
     decoder_ms: float  # everything after the encoder: grid prompts, filtering, NMS
+    encoder_cached: bool = False
 
     @property
     def count(self) -> int:
@@ -198,7 +199,8 @@ class EverythingRun:
 
     def summary(self) -> dict[str, Any]:
         return {"model": self.model, "count": self.count, "encoder_ms": round(self.encoder_ms, 1),
-                "decoder_ms": round(self.decoder_ms, 1), "total_ms": round(self.total_ms, 1)}
+                "encoder_cached": self.encoder_cached, "decoder_ms": round(self.decoder_ms, 1),
+                "total_ms": round(self.total_ms, 1)}
 
 
 @dataclass
@@ -221,14 +223,16 @@ class EverythingComparison:
 
 
 def run_everything(model: Any, image: np.ndarray, *, name: str | None = None,
-                   progress: Callable[[int, int], None] | None = None, **generator_kwargs: Any) -> EverythingRun:
+                   progress: Callable[[int, int], None] | None = None, cache: EmbeddingCache | None = None,
+                   **generator_kwargs: Any) -> EverythingRun:
     """Segment everything with ``SamAutomaticMaskGenerator(model, **generator_kwargs)``.
 
-    The image is encoded first into a private cache (timed as the encoder), so the generator's
-    own ``set_image`` finds the embedding and the rest is the decoder's time. With
-    ``crop_n_layers > 0`` the crops are encoded inside the generator and count as decoder time.
+    The image is encoded first (timed as the encoder) into ``cache`` (default: a private one,
+    so the encoder really runs), where the generator's own ``set_image`` finds it; the rest is
+    the decoder's time. With ``crop_n_layers > 0`` the crops are encoded inside the generator
+    and count as decoder time.
     """
-    cache = EmbeddingCache(max_bytes=64 * 2**20)
+    cache = cache if cache is not None else EmbeddingCache(max_bytes=64 * 2**20)
     predictor = SamPredictor(model, cache=cache)
     t0 = time.perf_counter()
     predictor.set_image(image)
@@ -239,7 +243,8 @@ def run_everything(model: Any, image: np.ndarray, *, name: str | None = None,
     records = generator.generate(image)
     decoder_s = time.perf_counter() - t1
     records = sorted(records, key=lambda r: -int(r["area"]))
-    return EverythingRun(_model_label(model, name), records, _ms(encoder_s), _ms(decoder_s))
+    return EverythingRun(_model_label(model, name), records, _ms(encoder_s), _ms(decoder_s),
+                         bool(predictor.last_set_image_from_cache))
 
 
 def pairwise_iou(masks_a: Sequence[np.ndarray], masks_b: Sequence[np.ndarray], *, max_side: int | None = 256

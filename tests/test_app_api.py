@@ -99,7 +99,7 @@ def check_prompt_result(result, image_path: Path, n_candidates: int) -> tuple[np
 
 def test_api_page_lists_exactly_the_three_endpoints(client: Client) -> None:
     api = client.view_api(print_info=False, return_format="dict")
-    assert set(api["named_endpoints"]) == {"/segment_points", "/segment_box", "/segment_everything"}
+    assert set(api["named_endpoints"]) == {"/segment_points", "/segment_box", "/segment_everything", "/compare"}
     assert not api["unnamed_endpoints"]
     params = [p["parameter_name"] for p in api["named_endpoints"]["/segment_points"]["parameters"]]
     assert params == ["image", "points", "labels", "multimask"]
@@ -247,7 +247,7 @@ def test_ui_events_are_not_on_the_api_page(app_server) -> None:
 
     with urllib.request.urlopen(app_server.url + "gradio_api/info") as r:
         info = json.load(r)
-    assert set(info["named_endpoints"]) == {"/segment_points", "/segment_box", "/segment_everything"}
+    assert set(info["named_endpoints"]) == {"/segment_points", "/segment_box", "/segment_everything", "/compare"}
 
 
 # ------------------------------------------------------------------ offline fallback (LiteMedSAM)
