@@ -397,11 +397,11 @@ class EvalReport:
     def to_markdown(self) -> str:
         ref, other = self.models
         lines = [
-            "| model | role | parameters | image encoder | encoder ms (median) | decoder ms (median) |",
-            "|---|---|---:|---:|---:|---:|",
+            "| model | | role | parameters | image encoder | encoder ms (median) | decoder ms (median) |",
+            "|---|---|---|---:|---:|---:|---:|",
         ]
         for m in self.models:
-            lines.append(f"| {m.name} ({m.title}) | {m.role} | {_fmt_params(m.params)} | "
+            lines.append(f"| {m.name} | {m.title} | {m.role} | {_fmt_params(m.params)} | "
                          f"{_fmt_params(m.encoder_params)} | {_fmt_ms(m.encoder_ms_median)} | "
                          f"{_fmt_ms(m.decoder_ms_median)} |")
         n_obj = sum(int(i["objects"]) for i in self.images)
@@ -495,6 +495,7 @@ def evaluate(
     grid: int = 8,
     min_object_fraction: float = 0.001,
     boxes: dict[str, list[Sequence[float]]] | None = None,
+    warmup: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> EvalReport:
     """The paper-style comparison of ``other`` against ``reference`` on ``images``.
@@ -511,6 +512,8 @@ def evaluate(
     3. both models answer every prompt; the IoU of their masks is recorded.
 
     The encoder is timed once per image and model (no embedding cache), the decoder per prompt.
+    With ``warmup`` each model first encodes the first image once untimed, so that one-off
+    start-up costs (memory allocation, kernel selection) do not land on whichever model runs first.
     """
     label_a = names[0] if names else _model_label(reference, None)
     label_b = names[1] if names else _model_label(other, None)
@@ -530,6 +533,10 @@ def evaluate(
         h, w = image.shape[:2]
         say(f"{image_name}: encoding with {label_a}")
         pa, pb = SamPredictor(reference, cache=False), SamPredictor(other, cache=False)
+        if warmup and index == 0:
+            say(f"{image_name}: warm-up (untimed encoder run of both models)")
+            pa.set_image(image)
+            pb.set_image(image)
         t0 = time.perf_counter()
         pa.set_image(image)
         sa.encoder_ms.append(_ms(time.perf_counter() - t0))
@@ -590,6 +597,6 @@ def evaluate(
         say(f"{image_name}: {len(objects)} object(s)")
 
     settings = {"points_per_object": points_per_object, "seed": seed, "max_objects": max_objects, "grid": grid,
-                "min_object_fraction": min_object_fraction}
+                "min_object_fraction": min_object_fraction, "warmup": warmup}
     return EvalReport((sa, sb), records, image_info, settings)
 

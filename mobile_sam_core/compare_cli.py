@@ -94,7 +94,11 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="use the reference model's mask for this box as the object, in every image, instead "
                         "of segment-everything (repeatable; pixels of the image as stored)")
     p.add_argument("--max-side", type=int, default=1024,
-                   help="larger images are downsized to this longest side first (default: %(default)s)")
+                   help="larger images are downsized to this longest side first; prompt coordinates in "
+                        "prompts.csv are pixels of the downsized image (default: %(default)s)")
+    p.add_argument("--no-warmup", dest="warmup", action="store_false",
+                   help="skip the untimed first encoder run of each model (faster, but the first model's "
+                        "first encoder time then includes one-off start-up costs)")
     p.add_argument("--offline", action="store_true", help="never download weights")
     p.add_argument("--out", type=Path, default=Path("compare_out"),
                    help="folder for table.md, table.csv, prompts.csv, report.json (default: %(default)s)")
@@ -123,6 +127,8 @@ def _resolve(name: str, checkpoint: Path | None, offline: bool):
 
 def run_compare(args: argparse.Namespace) -> int:
     """Run the comparison described by parsed ``args``; returns the exit code (2: missing input)."""
+    import numpy as np
+
     from .build import MODEL_SPECS, CheckpointError, build_sam
     from .images import ImageLoadError, load_image
     from .weights import WeightsUnavailableError
@@ -162,21 +168,24 @@ def run_compare(args: argparse.Namespace) -> int:
         for name, res in zip(names, resolved):
             say(f"loading {name} from {res.path} ({res.source})")
             models.append(build_sam(name, res.path))
-        images = []
+        images, boxes = [], {}
         for path in paths:
             loaded = load_image(path, max_side=args.max_side)
-            images.append((path.stem if path.stem not in {n for n, _ in images} else path.name, loaded.array))
+            name = path.stem if path.stem not in {n for n, _ in images} else path.name
+            images.append((name, loaded.array))
+            if args.box:  # pixels of the stored image -> pixels of the (possibly downsized) working image
+                boxes[name] = [loaded.to_working_coords(np.asarray(b, dtype=np.float64).reshape(2, 2)).reshape(4)
+                               for b in args.box]
     except (CheckpointError, ImageLoadError) as exc:
         return err(str(exc))
 
     from .compare import evaluate
 
     labels = tuple(names) if names[0] != names[1] else (f"{names[0]}:a", f"{names[1]}:b")
-    boxes = {n: list(args.box) for n, _ in images} if args.box else None
     report = evaluate(images, models[0], models[1], names=labels,  # type: ignore[arg-type]
                       checkpoints=(str(resolved[0].path), str(resolved[1].path)),
                       points_per_object=args.points, seed=args.seed, max_objects=args.max_objects,
-                      grid=args.grid, boxes=boxes, progress=say)
+                      grid=args.grid, boxes=boxes or None, warmup=args.warmup, progress=say)
     if labels != tuple(names):  # same architecture twice: titles by checkpoint
         for stats, res in zip(report.models, resolved):
             stats.title = f"{MODEL_SPECS[stats.name.split(':')[0]].title}, {res.path.name}"

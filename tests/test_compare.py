@@ -145,7 +145,7 @@ def test_compare_everything_counts_times_and_matching(lite_model, coffee) -> Non
 
 def test_evaluate_paper_table(vit_t_model, lite_model, coffee, tmp_path) -> None:
     report = C.evaluate([("coffee", coffee)], lite_model, vit_t_model, names=("lite_medsam", "vit_t"),
-                        points_per_object=2, seed=7, max_objects=1, grid=4)
+                        points_per_object=2, seed=7, max_objects=1, grid=4, warmup=False)
     # LiteMedSAM finds nothing with segment-everything: its mask for the middle box is the object.
     assert report.images[0]["objects"] == 1 and report.images[0]["object_source"] == "box"
     assert [r.prompt for r in report.records] == ["box", "point", "point"]
@@ -342,7 +342,7 @@ def test_cli_compare_writes_the_table(tmp_path, random_vit_t_checkpoint) -> None
            "--grid", "4", "--out", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, env=_cli_env(), capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "| lite_medsam (LiteMedSAM" in proc.stdout and "| vit_t (MobileSAM" in proc.stdout
+    assert "| lite_medsam | LiteMedSAM" in proc.stdout and "| vit_t | MobileSAM" in proc.stdout
     assert "| single point |" in proc.stdout and "| box |" in proc.stdout
     assert "[compare] coffee: encoding with vit_t" in proc.stderr
     assert (out / "table.md").read_text() in proc.stdout
@@ -356,6 +356,26 @@ def test_cli_compare_writes_the_table(tmp_path, random_vit_t_checkpoint) -> None
     assert report["table"][1]["checkpoint"] == random_vit_t_checkpoint.name
     ious = [r["iou"] for r in report["records"] if r["prompt"] == "point"]
     assert report["summary"]["miou_point"] == pytest.approx(np.mean(ious))
+
+
+def test_cli_same_model_twice_with_a_box_and_json(tmp_path, lite_medsam_checkpoint) -> None:
+    big = tmp_path / "coffee_x2.png"  # twice the size: --max-side halves it, the box must follow
+    Image.open(example("coffee")).resize((1200, 800)).save(big)
+    proc = subprocess.run([sys.executable, "-m", "mobile_sam_core.compare_cli", str(big), "--models", "lite_medsam",
+                           "lite_medsam", "--box", "330,20,830,600", "--max-side", "600", "--points", "2",
+                           "--no-warmup", "--json", "--quiet", "--out", str(tmp_path / "o")],
+                          cwd=ROOT, env=_cli_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr == ""
+    summary = json.loads(proc.stdout)
+    assert summary["miou_box"] == 1.0 and summary["miou_point"] == 1.0  # a model agrees with itself
+    assert [r["model"] for r in summary["table"]] == ["lite_medsam:a", "lite_medsam:b"]
+    assert summary["table"][0]["checkpoint"] == lite_medsam_checkpoint.name
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    box = [r for r in report["records"] if r["prompt"] == "box"][0]
+    x0, y0, x1, y1 = box["coords"]  # the cup's mask box, in the 600x400 working image
+    assert 150 <= x0 < x1 <= 420 and 0 <= y0 < y1 <= 305, box["coords"]
+    assert report["images"][0]["object_source"] == "box" and report["images"][0]["width"] == 600
 
 
 def test_cli_missing_weights_says_which_and_how(tmp_path) -> None:
@@ -512,5 +532,15 @@ def test_browser_compare_tab_shows_slider_and_agreement(app_server) -> None:
                 rgb = Image.open(path).convert("RGB")
                 palette = rgb.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
                 rgb.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).save(DOCS_SHOT, optimize=True)
+
+            # Segment everything with both models: counts and times for each.
+            page.locator("#compare-everything").get_by_text("Segment everything with both models").first.click()
+            page.locator("#compare-everything-run").click()
+            every = wait_text(page, "#compare-everything-info", lambda t: "masks" in t and "decoder" in t, 240)
+            assert "mean best IoU" in every
+            for sel in ("#compare-everything-a", "#compare-everything-b"):
+                label = page.locator(f"{sel} label, {sel} [data-testid='block-label']").first.inner_text()
+                assert " masks · " in label, label
+            shot(page, "desktop_07_compare_everything", full_page=True)
         finally:
             browser.close()

@@ -363,7 +363,10 @@ def build(ctx: AppContext, session: gr.State, pool: ModelPool | None = None) -> 
         match_a = "–" if pair.matched_a is None else f"{pair.matched_a:.3f}"
         match_b = "–" if pair.matched_b is None else f"{pair.matched_b:.3f}"
         md = "\n".join([
-            f"{n}×{n} grid, thresholds as in the Everything tab.",
+            f"{n}×{n} grid of point prompts; predicted-IoU threshold {settings['pred_iou_thresh']:g}, "
+            f"stability threshold {settings['stability_score_thresh']:g} (the Everything tab's defaults)."
+            + (" A model with 0 masks found nothing that passed them (LiteMedSAM and random weights rarely do)."
+               if not (pair.a.count and pair.b.count) else ""),
             "",
             f"| | A: {pair.titles[0]} | B: {pair.titles[1]} |",
             "|---|---|---|",
