@@ -544,3 +544,86 @@ def test_browser_compare_tab_shows_slider_and_agreement(app_server) -> None:
             shot(page, "desktop_07_compare_everything", full_page=True)
         finally:
             browser.close()
+
+
+class _SlowHandler(BaseHTTPRequestHandler):
+    """Serves ``body`` in small pieces over about two seconds, so that progress can be seen."""
+
+    body = b""
+
+    def do_GET(self) -> None:  # noqa: N802
+        body = type(self).body
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        step = len(body) // 40 + 1
+        for i in range(0, len(body), step):
+            self.wfile.write(body[i:i + step])
+            self.wfile.flush()
+            time.sleep(0.05)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_browser_download_button_fetches_a_missing_model_with_progress(clean_env, monkeypatch,
+                                                                      random_vit_t_checkpoint) -> None:
+    """Online (a local server stands in for the download host): the missing SAM ViT-B is offered for
+    download; pressing the button shows progress and then offers the model as usable."""
+    import hashlib
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail("chromium is not installed (CI=true)")
+        pytest.skip("chromium is not installed")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from demo.app import build_app, launch
+    from demo.config import DemoConfig
+    from tests.app_fixtures import free_port
+    from tests.test_browser import CHROMIUM_ARGS, wait_text
+
+    body = os.urandom(3 << 20)
+    _SlowHandler.body = body
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    spec = dataclasses.replace(W.WEIGHT_SPECS["vit_b"], filename="fake_vit_b.pth", size=len(body),
+                               sha256=hashlib.sha256(body).hexdigest())
+    monkeypatch.setitem(W.WEIGHT_SPECS, "vit_b", spec)
+    monkeypatch.setenv("MOBILE_SAM_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}/")
+    monkeypatch.delenv("MOBILE_SAM_OFFLINE")  # "online": the only host reachable is the local server
+
+    config = DemoConfig(host="127.0.0.1", port=free_port(), checkpoint=str(random_vit_t_checkpoint))
+    app = build_app(config, preload=False)
+    launch(app, config, prevent_thread_lock=True)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1366, "height": 900})
+                page.set_default_timeout(60_000)
+                page.goto(f"http://127.0.0.1:{config.port}/")
+                page.get_by_role("tab", name="Compare").click()
+                page.locator("#compare-model-b input").click()
+                page.get_by_role("option", name="SAM ViT-B · not downloaded").click()
+                note = wait_text(page, "#compare-weights", lambda t: "not downloaded yet" in t, 30)
+                assert "SAM ViT-B" in note
+                button = page.locator("#compare-download")
+                button.wait_for(state="visible")
+                assert "Download SAM ViT-B" in button.inner_text()
+                button.click()
+                # Progress while the bytes arrive (gradio's progress text names the model).
+                wait_text(page, "body", lambda t: "downloading SAM ViT-B" in t, 30)
+                wait_text(page, "#compare-weights", lambda t: "not downloaded" not in t, 60)
+                page.wait_for_function(
+                    "() => !document.querySelector('#compare-download') || "
+                    "document.querySelector('#compare-download').offsetParent === null")
+                assert "SAM ViT-B ·" in page.locator("#compare-model-b input").input_value()
+                assert "not downloaded" not in page.locator("#compare-model-b input").input_value()
+            finally:
+                browser.close()
+    finally:
+        app.close()
+        server.shutdown()
+        server.server_close()
+    assert (clean_env / "fake_vit_b.pth").read_bytes() == body
