@@ -25,7 +25,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mobile_sam_core import SamPredictor, load_image, mask_iou, sam_model_registry
+from mobile_sam_core import load_image, mask_iou, sam_model_registry
 from mobile_sam_core import compare as C
 from mobile_sam_core import weights as W
 from mobile_sam_core.model_pool import (
