@@ -41,6 +41,7 @@ __all__ = [
     "PairResult",
     "EverythingPair",
     "shared_pool",
+    "adopt_served",
     "model_choices",
     "default_pair",
     "weights_note",
@@ -81,6 +82,13 @@ def shared_pool(config: DemoConfig) -> ModelPool:
         if pool is None:
             pool = _pools[key] = ModelPool(checkpoints=checkpoints, random_weights=random_weights)
         return pool
+
+
+def adopt_served(pool: ModelPool, served: Any) -> None:
+    """Let the pool serve the model the other tabs already loaded (``ModelService``), so the
+    Compare tab shares its memory and its image embeddings instead of loading a second copy."""
+    if served is not None and served.name in pool.names() and not pool.is_loaded(served.name):
+        pool.adopt(served.name, served.model, source=served.source, path=served.path)
 
 
 # -------------------------------------------------------------------------------------- choices

@@ -168,7 +168,7 @@ class ModelAvailability:
 
 @dataclass(frozen=True)
 class PoolEvent:
-    """Something the pool did: ``load``, ``unload`` (asked for) or ``evict`` (to make room)."""
+    """Something the pool did: ``load``, ``adopt``, ``unload`` (asked for) or ``evict`` (to make room)."""
 
     kind: str
     name: str
@@ -187,6 +187,7 @@ class _Entry:
     load_seconds: float
     in_use: int = 0
     last_used: float = field(default_factory=time.monotonic)
+    pinned: bool = False  # adopted from elsewhere: never unloaded by the pool
 
 
 @dataclass(frozen=True)
@@ -320,6 +321,10 @@ class ModelPool:
             return ModelAvailability(name, title, available, source, path, downloadable and not available,
                                      size, estimated, fits, message)
 
+        with self._cond:
+            entry = self._entries.get(name)
+        if entry is not None and entry.pinned:  # adopted: usable whatever the weights resolution says
+            return result(True, entry.source, entry.path, f"{title}: already loaded ({entry.source})")
         if name in self._builders:
             return result(True, "custom", None, f"{title}: custom builder")
         if name in self.checkpoints:
@@ -373,7 +378,7 @@ class ModelPool:
     def _evict_one(self, exclude: str | None = None) -> bool:
         """Unload the least recently used idle model (caller holds the lock)."""
         for name, entry in self._entries.items():  # least recently used first
-            if entry.in_use == 0 and name != exclude:
+            if entry.in_use == 0 and not entry.pinned and name != exclude:
                 del self._entries[name]
                 self._emit(PoolEvent("evict", name, entry.nbytes))
                 return True
@@ -501,13 +506,32 @@ class ModelPool:
         report(0.75, f"loading {title} weights ({resolved.path.name})")
         return build_sam(name, resolved.path), resolved.source, str(resolved.path)
 
+    def adopt(self, name: str, model: Any, *, source: str = "external", path: str | None = None) -> bool:
+        """Serve an already built model as ``name`` (e.g. the model an app loaded anyway).
+
+        The model is counted in the budget but never unloaded by the pool (whoever built it
+        keeps it alive). Requests then share its weights and its embedding-cache entries.
+        Returns False when ``name`` is already loaded (nothing changes).
+        """
+        self._check_name(name)
+        with self._cond:
+            if name in self._entries or name in self._reserved:
+                return False
+            nbytes = model_nbytes(model)
+            self._entries[name] = _Entry(name, model, nbytes, source, path, 0.0, pinned=True)
+            self._emit(PoolEvent("adopt", name, nbytes))
+            while self._used() > self.budget_bytes and self._evict_one(exclude=name):
+                pass
+            self._cond.notify_all()
+            return True
+
     # ------------------------------------------------------------------------- state
 
     def unload(self, name: str) -> bool:
         """Unload ``name`` now if loaded and idle; True if it was unloaded."""
         with self._cond:
             entry = self._entries.get(name)
-            if entry is None or entry.in_use:
+            if entry is None or entry.in_use or entry.pinned:
                 return False
             del self._entries[name]
             self._emit(PoolEvent("unload", name, entry.nbytes))
@@ -532,7 +556,7 @@ class ModelPool:
         """Loaded models, least recently used first: name, bytes, source, in_use, load seconds."""
         with self._cond:
             return [{"name": e.name, "nbytes": e.nbytes, "source": e.source, "path": e.path,
-                     "in_use": e.in_use, "load_seconds": round(e.load_seconds, 3)}
+                     "in_use": e.in_use, "pinned": e.pinned, "load_seconds": round(e.load_seconds, 3)}
                     for e in self._entries.values()]
 
     @property

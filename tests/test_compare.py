@@ -221,6 +221,22 @@ def test_pool_budget_fits_two_of_three_and_unloads_the_least_recently_used() -> 
         pool.acquire("nope")
 
 
+def test_pool_adopted_model_is_shared_counted_and_never_unloaded() -> None:
+    pool = ModelPool(budget_bytes=int(LINEAR_BYTES * 2.5))
+    for name in ("one", "two"):
+        pool.register(name, _linear, estimated_bytes=LINEAR_BYTES)
+    served = _linear()
+    assert pool.adopt("vit_t", served, source="explicit", path="x.pt")
+    assert not pool.adopt("vit_t", _linear())  # already there: unchanged
+    with pool.use("vit_t") as m:
+        assert m is served
+    assert pool.availability("vit_t").available and pool.availability("vit_t").source == "explicit"
+    pool.acquire("one").release()
+    pool.acquire("two").release()  # no room for three: "one" goes, the adopted model stays
+    assert [m["name"] for m in pool.loaded()] == ["vit_t", "two"]
+    assert not pool.unload("vit_t") and pool.used_bytes <= pool.budget_bytes
+
+
 def test_pool_loading_one_model_does_not_block_another_and_loads_once() -> None:
     pool = ModelPool(budget_bytes=LINEAR_BYTES * 4)
     started, release = threading.Event(), threading.Event()

@@ -21,6 +21,7 @@ from .. import text
 from ..compare_service import (
     CompareError,
     PairResult,
+    adopt_served,
     compare_everything_pair,
     compare_pair,
     default_pair,
@@ -184,6 +185,7 @@ def _download_button(avail: dict, names: list[str]) -> gr.Button:
 def build(ctx: AppContext, session: gr.State, pool: ModelPool | None = None) -> CompareTab:
     """Create the tab's components (inside a ``gr.Tab``), its events and the ``/compare`` endpoint."""
     pool = pool or shared_pool(ctx.config)
+    adopt_served(pool, ctx.models.current)  # the other tabs' model, if loaded already
     choices, avail = model_choices(pool)
     first_a, first_b = default_pair(avail)
 
@@ -328,6 +330,7 @@ def build(ctx: AppContext, session: gr.State, pool: ModelPool | None = None) -> 
             raise PromptError("No prompt yet: click on the object (or draw a box with two corner clicks) first.")
         coords, labels, box = _prompt_arrays(prompts, current.size)
         image = current.image.array
+        adopt_served(pool, ctx.models.current)
         try:
             result = compare_pair(pool, image, a, b, coords, labels, box,
                                   progress=lambda f, m: progress(f, desc=m))
@@ -351,6 +354,7 @@ def build(ctx: AppContext, session: gr.State, pool: ModelPool | None = None) -> 
             raise PromptError("Upload an image or pick an example first.")
         settings = everything_settings(points_per_side=pps)
         image = current.image.array
+        adopt_served(pool, ctx.models.current)
         try:
             pair = compare_everything_pair(pool, image, a, b, settings, progress=lambda f, m: progress(f, desc=m))
         except CompareError as exc:
@@ -440,6 +444,7 @@ def _build_api(ctx: AppContext, pool: ModelPool) -> None:
                 raise PromptError("No prompt given: pass points=[[x, y], ...] and/or box=[x0, y0, x1, y1].")
             pts_w = _working(loaded, coords)
             box_w = _box_working(loaded, b) if b is not None else None
+            adopt_served(pool, ctx.models.current)
             res = compare_pair(pool, loaded.array, names[0], names[1], pts_w if len(pts_w) else None,
                                labs if len(pts_w) else None, box_w)
         except PromptError as exc:
