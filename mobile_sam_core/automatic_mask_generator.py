@@ -187,6 +187,12 @@ class SamAutomaticMaskGenerator:
     def _process_batch(
         self, points: np.ndarray, im_size: Tuple[int, ...], crop_box: List[int], orig_size: Tuple[int, ...]
     ) -> MaskData:
+        if self.predictor.fast_decoder:
+            from .everything_fast import process_batch_exact
+
+            data = process_batch_exact(self, points, im_size, crop_box, orig_size)
+            if data is not None:  # same filters and results, computed on the fast decoder
+                return data
         orig_h, orig_w = orig_size
         predictor = self.predictor
         model = predictor.model

@@ -1,0 +1,442 @@
+"""CPU acceleration of the image encoder and of the process runtime.
+
+Nothing here changes what a model computes in the default (``"fp32"``) mode; it changes how:
+
+* :class:`FastTinyViT` runs the TinyViT encoder of MobileSAM / LiteMedSAM from a snapshot of its
+  weights with BatchNorm folded into the convolutions, channels-last convolutions through
+  oneDNN (bias, residual add and, where it pays off, GELU fused into the kernel), window
+  attention with the relative-position bias as an additive mask (``scaled_dot_product_attention``
+  flash kernel in float32), the qkv projection computed on real tokens only (padding tokens of
+  partial windows get the constant qkv of a zero token) and the output projection computed on
+  real tokens only. Embeddings agree with the module's own forward to ~1e-6 relative.
+* ``precision="bf16"`` runs the same graph in bfloat16 (AVX-512 BF16 / AMX where the CPU has
+  it): about 2x faster, approximate (embedding error ~1e-2 relative; see docs/benchmarks.md for
+  the mask IoU it costs). Opt-in only.
+* ``backend="onnx"`` exports the encoder once to ONNX (cached under the weights cache directory,
+  keyed by a hash of the weights) and runs it with ONNX Runtime; optional, falls back to torch
+  when onnxruntime is missing.
+* :func:`configure_cpu_runtime` keeps glibc from returning large blocks to the OS after every
+  tensor (each fresh 4-64 MB tensor otherwise costs thousands of page faults, which dominate on
+  virtual machines) and sets thread counts. :class:`~mobile_sam_core.SamPredictor` applies the
+  allocator part once per process unless ``MOBILE_SAM_NO_RUNTIME_TUNING=1``.
+
+The snapshot is cached on the model object and rebuilt automatically when the model's weights
+change (tracked through tensor version counters), so ``load_state_dict`` keeps working.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import sys
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ENCODER_PRECISIONS",
+    "ENCODER_BACKENDS",
+    "FastTinyViT",
+    "configure_cpu_runtime",
+    "encoder_runner",
+    "onnx_available",
+    "physical_cores",
+]
+
+ENCODER_PRECISIONS = ("fp32", "bf16")
+ENCODER_BACKENDS = ("auto", "torch", "onnx", "reference")
+
+_MK = torch.ops.mkldnn
+
+
+def _mkldnn_ok() -> bool:
+    try:
+        return bool(torch.backends.mkldnn.is_available()) and hasattr(_MK, "_convolution_pointwise")
+    except Exception:  # pragma: no cover
+        return False
+
+
+_MKLDNN = _mkldnn_ok()
+
+
+# ---------------------------------------------------------------------------------- runtime
+
+_runtime_lock = threading.Lock()
+_runtime_state: Dict[str, Any] = {}
+
+
+def physical_cores() -> int:
+    """Cores this process may use, counting SMT siblings once."""
+    try:
+        avail = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        avail = os.cpu_count() or 1
+    try:
+        import psutil
+
+        phys = psutil.cpu_count(logical=False) or avail
+        logical = psutil.cpu_count(logical=True) or avail
+        if logical > phys:  # SMT: scale the allowed CPUs down to cores
+            avail = max(1, round(avail * phys / logical))
+    except Exception:
+        pass
+    return max(1, avail)
+
+
+def _tune_malloc() -> bool:
+    """glibc: serve big tensors from a heap that is reused instead of fresh mmaps."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
+        ok = libc.mallopt(m_mmap_threshold, 1 << 30) == 1
+        ok &= libc.mallopt(m_trim_threshold, (1 << 31) - 1) == 1
+        # One arena: big blocks requested from worker threads (web servers) use the same heap.
+        ok &= libc.mallopt(m_arena_max, 1) == 1
+        return bool(ok)
+    except (OSError, AttributeError):
+        return False
+
+
+def configure_cpu_runtime(threads: Optional[int] = None, *, malloc: bool = True, set_threads: bool = True) -> Dict[str, Any]:
+    """Process-wide CPU settings for fast inference; idempotent, returns what was applied.
+
+    * ``malloc``: glibc keeps freed blocks for reuse (no ``mmap``/page faults per tensor) and
+      uses one arena for all threads. Peak memory is unchanged; memory is not returned to the OS
+      between requests.
+    * ``set_threads``: PyTorch intra-op and OpenCV threads = ``threads`` (default: physical
+      cores available to the process), one inter-op thread. More threads than cores only
+      slows matrix products down on a shared machine.
+    """
+    with _runtime_lock:
+        if malloc and "malloc" not in _runtime_state:
+            _runtime_state["malloc"] = _tune_malloc()
+        if set_threads:
+            n = int(threads or physical_cores())
+            if torch.get_num_threads() != n:
+                torch.set_num_threads(n)
+            try:
+                import cv2
+
+                cv2.setNumThreads(n)
+            except Exception:
+                pass
+            _runtime_state["threads"] = n
+        return dict(_runtime_state)
+
+
+def auto_configure_runtime() -> None:
+    """Allocator tuning once per process (what SamPredictor calls); see configure_cpu_runtime."""
+    if "malloc" in _runtime_state or os.environ.get("MOBILE_SAM_NO_RUNTIME_TUNING", "") not in ("", "0"):
+        return
+    configure_cpu_runtime(malloc=True, set_threads=False)
+
+
+# ---------------------------------------------------------------------------------- TinyViT
+
+def _fold(conv_norm: torch.nn.Module, dtype: torch.dtype) -> Dict[str, Any]:
+    """Conv+BatchNorm (timm ``ConvNorm``) folded into one convolution."""
+    c, bn = conv_norm.conv, conv_norm.bn
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    w = c.weight * scale[:, None, None, None]
+    b = bn.bias - bn.running_mean * scale
+    if c.bias is not None:
+        b = b + c.bias * scale
+    return dict(w=w.detach().to(dtype).contiguous(), b=b.detach().to(dtype).contiguous(),
+                stride=list(c.stride), pad=list(c.padding), groups=c.groups)
+
+
+class FastTinyViT:
+    """Inference-only TinyViT encoder (see module docstring). Call with a preprocessed image."""
+
+    def __init__(self, encoder: torch.nn.Module, dtype: torch.dtype = torch.float32) -> None:
+        from .modeling.tiny_vit import TinyViTEncoder, _PointwisePatchEmbed
+
+        if not isinstance(encoder, TinyViTEncoder):
+            raise TypeError("FastTinyViT needs a mobile_sam_core TinyViTEncoder")
+        self.dtype = dtype
+        self.fuse_conv_gelu = dtype != torch.float32  # measured: fp32 is faster with GELU separate
+        self.sdpa = dtype == torch.float32  # fp32: flash SDPA; bf16: explicit matmuls are faster
+        with torch.no_grad():
+            pe = encoder.patch_embed
+            self.pointwise_stem = isinstance(pe, _PointwisePatchEmbed)
+            self.stem = [_fold(pe.conv1, dtype), _fold(pe.conv2, dtype)]
+            self.stage0 = [[_fold(b.conv1, dtype), _fold(b.conv2, dtype), _fold(b.conv3, dtype)]
+                           for b in encoder.stages[0].blocks]
+            self.stages = []
+            for st in list(encoder.stages)[1:]:
+                ds = st.downsample
+                down = [_fold(ds.conv1, dtype), _fold(ds.conv2, dtype), _fold(ds.conv3, dtype)]
+                self.stages.append((down, [self._block(b, dtype) for b in st.blocks]))
+            n = encoder.neck
+            self.neck = dict(
+                w1=n[0].weight.detach()[:, :, 0, 0].to(dtype).contiguous(),
+                ln1=(n[1].weight.detach().to(dtype), n[1].bias.detach().to(dtype), n[1].eps),
+                w2=n[2].weight.detach().to(dtype).contiguous(),
+                ln2=(n[3].weight.detach().to(dtype), n[3].bias.detach().to(dtype), n[3].eps),
+            )
+
+    @staticmethod
+    def _block(b: torch.nn.Module, dtype: torch.dtype) -> Dict[str, Any]:
+        a = b.attn
+        heads, kd, vd = a.num_heads, a.key_dim, a.val_dim
+        c = b.dim
+        w = a.qkv.weight.view(heads, 2 * kd + vd, c)
+        bias = a.qkv.bias.view(heads, 2 * kd + vd)
+        # Rows reordered to [q of all heads | k of all heads | v of all heads].
+        wqkv = torch.cat([w[:, :kd].reshape(-1, c), w[:, kd:2 * kd].reshape(-1, c), w[:, 2 * kd:].reshape(-1, c)])
+        bqkv = torch.cat([bias[:, :kd].reshape(-1), bias[:, kd:2 * kd].reshape(-1), bias[:, 2 * kd:].reshape(-1)])
+        ln = a.norm
+        m = b.mlp
+        d = lambda t: t.detach().to(dtype).contiguous()  # noqa: E731
+        return dict(
+            ws=b.window_size, heads=heads, kd=kd, vd=vd, c=c, scale=a.scale,
+            ln=(d(ln.weight), d(ln.bias), ln.eps),
+            wqkv=d(wqkv), bqkv=d(bqkv),
+            # qkv of a zero (padding) token: LayerNorm(0) = beta
+            pad_qkv=d(F.linear(ln.bias, wqkv, bqkv)),
+            bias=d(a.attention_biases[:, a.attention_bias_idxs]),  # heads, N, N
+            wproj=d(a.proj.weight), bproj=d(a.proj.bias),
+            local=_fold(b.local_conv, dtype),
+            mln=(d(m.norm.weight), d(m.norm.bias), m.norm.eps),
+            w1=d(m.fc1.weight), b1=d(m.fc1.bias), w2=d(m.fc2.weight), b2=d(m.fc2.bias),
+        )
+
+    # -- primitives (oneDNN when available, plain torch otherwise)
+    def _conv(self, x: torch.Tensor, p: Dict[str, Any], gelu: bool = False) -> torch.Tensor:
+        if _MKLDNN:
+            if gelu and self.fuse_conv_gelu:
+                return _MK._convolution_pointwise(x, p["w"], p["b"], p["pad"], p["stride"], [1, 1], p["groups"],
+                                                  "gelu", [], "none")
+            y = _MK._convolution_pointwise(x, p["w"], p["b"], p["pad"], p["stride"], [1, 1], p["groups"], "none", [], "")
+        else:
+            y = F.conv2d(x, p["w"], p["b"], p["stride"], p["pad"], 1, p["groups"])
+        return torch.ops.aten.gelu_(y) if gelu else y
+
+    def _conv_add(self, x: torch.Tensor, other: torch.Tensor, p: Dict[str, Any]) -> torch.Tensor:
+        if _MKLDNN:
+            return _MK._convolution_pointwise.binary(x, other, p["w"], p["b"], p["pad"], p["stride"], [1, 1],
+                                                     p["groups"], "add", 1.0, None, [], None)
+        return F.conv2d(x, p["w"], p["b"], p["stride"], p["pad"], 1, p["groups"]) + other
+
+    @staticmethod
+    def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, gelu: bool = False) -> torch.Tensor:
+        if _MKLDNN:
+            if gelu:
+                return _MK._linear_pointwise(x, w, b, "gelu", [], "none")
+            return _MK._linear_pointwise(x, w, b, "none", [], "")
+        y = F.linear(x, w, b)
+        return F.gelu(y) if gelu else y
+
+    @staticmethod
+    def _linear_add(x: torch.Tensor, other: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if _MKLDNN:
+            return _MK._linear_pointwise.binary(x, other, w, b, "add")
+        return F.linear(x, w, b) + other
+
+    def _attn_block(self, x: torch.Tensor, p: Dict[str, Any]) -> torch.Tensor:
+        """One TinyViT block on x (B, H, W, C) contiguous."""
+        bn, h, w, c = x.shape
+        ws, heads, kd, vd = p["ws"], p["heads"], p["kd"], p["vd"]
+        xn = F.layer_norm(x, (c,), p["ln"][0], p["ln"][1], p["ln"][2])
+        qkv = F.linear(xn, p["wqkv"], p["bqkv"])  # B,H,W,D on real tokens only
+        pad_b, pad_r = (ws - h % ws) % ws, (ws - w % ws) % ws
+        ph, pw = h + pad_b, w + pad_r
+        dd = qkv.shape[-1]
+        if pad_b or pad_r:
+            full = qkv.new_empty(bn, ph, pw, dd)
+            full[:, :h, :w] = qkv
+            full[:, h:, :] = p["pad_qkv"]
+            full[:, :h, w:] = p["pad_qkv"]
+            qkv = full
+        nh, nw = ph // ws, pw // ws
+        n = ws * ws
+        bw = bn * nh * nw
+        qkv = qkv.view(bn, nh, ws, nw, ws, dd).transpose(2, 3).reshape(bw, n, dd)
+        q = qkv[..., : heads * kd].view(bw, n, heads, kd).transpose(1, 2)
+        k = qkv[..., heads * kd: 2 * heads * kd].view(bw, n, heads, kd).transpose(1, 2)
+        v = qkv[..., 2 * heads * kd:].view(bw, n, heads, vd).transpose(1, 2)
+        if self.sdpa:
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=p["bias"][None], scale=p["scale"])
+        else:
+            qs = (q * p["scale"]).reshape(bw * heads, n, kd)
+            att = torch.baddbmm(p["bias"].expand(bw, heads, n, n).reshape(bw * heads, n, n), qs,
+                                k.transpose(-2, -1).reshape(bw * heads, kd, n))
+            att = att.softmax(-1)
+            o = torch.bmm(att, v.reshape(bw * heads, n, vd)).view(bw, heads, n, vd)
+        # (B*nH*nW, heads, ws*ws, vd) -> (B, pH, pW, heads*vd), cropped to real tokens
+        o = o.view(bn, nh, nw, heads, ws, ws, vd).permute(0, 1, 4, 2, 5, 3, 6).reshape(bn, ph, pw, heads * vd)
+        if pad_b or pad_r:
+            o = o[:, :h, :w]
+        o = o.reshape(bn * h * w, heads * vd)
+        x = self._linear_add(o, x.reshape(bn * h * w, c), p["wproj"], p["bproj"]).view(bn, h, w, c)
+        xc = self._conv(x.permute(0, 3, 1, 2), p["local"])  # depthwise conv on a channels-last view
+        x = xc.permute(0, 2, 3, 1).reshape(bn * h * w, c)
+        hdn = F.layer_norm(x, (c,), p["mln"][0], p["mln"][1], p["mln"][2])
+        hdn = self._linear(hdn, p["w1"], p["b1"], gelu=True)
+        x = self._linear_add(hdn, x, p["w2"], p["b2"])
+        return x.view(bn, h, w, c)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S)`` preprocessed image -> ``(B, 256, 64, 64)`` float32 embedding."""
+        x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        x = self._conv(x, self.stem[0], gelu=True)
+        x = self._conv(x, self.stem[1])
+        for c1, c2, c3 in self.stage0:
+            y = self._conv(x, c1, gelu=True)
+            y = self._conv(y, c2, gelu=True)
+            x = torch.ops.aten.gelu_(self._conv_add(y, x, c3))
+        for down, blocks in self.stages:
+            x = self._conv(x, down[0], gelu=True)
+            x = self._conv(x, down[1], gelu=True)
+            x = self._conv(x, down[2])
+            x = x.permute(0, 2, 3, 1)
+            if not x.is_contiguous():
+                x = x.contiguous()
+            for p in blocks:
+                x = self._attn_block(x, p)
+            x = x.permute(0, 3, 1, 2)
+        nk = self.neck
+        xh = x.permute(0, 2, 3, 1)
+        y = F.linear(xh, nk["w1"])
+        y = F.layer_norm(y, (y.shape[-1],), nk["ln1"][0], nk["ln1"][1], nk["ln1"][2])
+        y = F.conv2d(y.permute(0, 3, 1, 2), nk["w2"], padding=1)
+        yh = y.permute(0, 2, 3, 1)
+        yh = F.layer_norm(yh, (yh.shape[-1],), nk["ln2"][0], nk["ln2"][1], nk["ln2"][2])
+        return yh.permute(0, 3, 1, 2).float().contiguous()
+
+
+# ---------------------------------------------------------------------------------- ONNX
+
+def onnx_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+        import onnx  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """sha256 over a module's state dict (names, dtypes, shapes, bytes)."""
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _onnx_dir() -> Path:
+    from .weights import cache_dir
+
+    return Path(cache_dir()) / "onnx"
+
+
+class OnnxEncoder:
+    """The encoder exported once to ONNX (cached by weight hash) and run by ONNX Runtime (fp32)."""
+
+    def __init__(self, encoder: torch.nn.Module, name: str = "encoder") -> None:
+        import onnxruntime as ort
+
+        size = int(encoder.img_size)
+        digest = weights_digest(encoder)[:20]
+        path = _onnx_dir() / f"{name}-{size}-{digest}.onnx"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(encoder, (torch.zeros(1, 3, size, size),), str(tmp), input_names=["x"],
+                                  output_names=["y"], opset_version=17, dynamo=False)
+            os.replace(tmp, path)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = torch.get_num_threads()
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.path = path
+        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {"x": x.detach().float().contiguous().numpy()})[0]
+        return torch.from_numpy(out)
+
+
+# ---------------------------------------------------------------------------------- selection
+
+_enc_lock = threading.Lock()
+
+
+def _version(t: torch.Tensor) -> int:
+    try:
+        return t._version
+    except RuntimeError:  # inference tensors have no version counter (and cannot be modified)
+        return -1
+
+
+def _fingerprint(module: torch.nn.Module) -> tuple:
+    return tuple((id(t), _version(t)) for t in module.state_dict(keep_vars=True).values())
+
+
+def encoder_runner(model: Any, precision: str = "fp32", backend: str = "auto") -> Callable[[torch.Tensor], torch.Tensor]:
+    """A callable mapping a preprocessed ``(1, 3, S, S)`` image to the image embedding.
+
+    ``precision``: ``"fp32"`` (exact path) or ``"bf16"`` (opt-in, approximate).
+    ``backend``: ``"auto"`` (fast torch path for TinyViT encoders, the module otherwise),
+    ``"torch"`` (same as auto), ``"onnx"`` (ONNX Runtime, fp32 only; falls back to torch with a
+    warning when onnxruntime is missing) or ``"reference"`` (the module's own forward).
+    """
+    if precision not in ENCODER_PRECISIONS:
+        raise ValueError(f"encoder precision must be one of {ENCODER_PRECISIONS}, got {precision!r}")
+    if backend not in ENCODER_BACKENDS:
+        raise ValueError(f"encoder backend must be one of {ENCODER_BACKENDS}, got {backend!r}")
+    from .modeling.tiny_vit import TinyViTEncoder
+
+    enc = model.image_encoder
+    tiny = isinstance(enc, TinyViTEncoder)
+    if backend == "onnx" and precision != "fp32":
+        raise ValueError("the onnx backend runs fp32 only")
+    if backend == "onnx" and not onnx_available():
+        log.warning("onnxruntime is not installed; using the torch encoder path")
+        backend = "auto"
+    if backend == "reference" or (not tiny and backend != "onnx"):
+        if precision == "fp32":
+            return enc
+        return lambda x: _autocast_bf16(enc, x)
+    key = (precision, backend if backend == "onnx" else "torch")
+    fp = _fingerprint(enc)
+    with _enc_lock:
+        store = model.__dict__.setdefault("_msc_encoders", {})
+        hit = store.get(key)
+        if hit is not None and hit[0] == fp:
+            return hit[1]
+    if key[1] == "onnx":
+        runner: Callable = OnnxEncoder(enc, getattr(model, "model_name", "encoder"))
+    else:
+        runner = FastTinyViT(enc, torch.bfloat16 if precision == "bf16" else torch.float32)
+    with _enc_lock:
+        store[key] = (fp, runner)
+    return runner
+
+
+def _autocast_bf16(enc: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return enc(x).float()
+
+
+def encode(model: Any, input_image: torch.Tensor, precision: str = "fp32", backend: str = "auto") -> torch.Tensor:
+    """Image embedding of a preprocessed image through :func:`encoder_runner`."""
+    # no_grad, not inference_mode: inference tensors cannot be used in autograd later and
+    # carry no version counter (used to cache per-image decoder state).
+    with torch.no_grad():
+        return encoder_runner(model, precision, backend)(input_image)

@@ -1,0 +1,431 @@
+"""SAM's mask decoder, reorganised for CPUs (same weights, same math, float32 by default).
+
+``segment_anything``'s decoder copies the 64x64x256 image embedding once per prompt and pushes
+all 4096 image tokens through 128-wide projections in every attention layer, for every prompt.
+Most of that work is either identical for every prompt of an image or can be reassociated so that
+the handful of prompt tokens are projected instead of the 4096 image tokens:
+
+* Layer 0 sees the unmodified image embedding (plus the constant "no mask" embedding), so its
+  token-to-image keys/values and image-to-token queries are the same for every prompt. They are
+  computed once per image (:class:`ImageContext`, cached on the embedding tensor).
+* In later layers ``(X Wk^T + bk).q = X.(Wk^T q) + bk.q`` and, because softmax rows sum to one,
+  ``softmax(.) (X Wv^T + bv) = (softmax(.) X) Wv^T + bv``: per prompt only ``heads x tokens``
+  vectors of width 256 meet the 4096 image tokens. The image-to-token output projection (and
+  its bias) is folded into the few value tokens the same way.
+* The transposed convolutions of the output upscaling (kernel 2, stride 2, no overlap) are plain
+  matrix products (bias and the second GELU fused by oneDNN where available); the pixel shuffle
+  is applied once to the final low-res masks instead of to the 64- and 32-channel maps.
+* Prompts are processed one (or a few) at a time, so the 4 MB per-prompt image tokens stay in
+  cache, and the upscaling runs only for the prompts whose masks are wanted
+  (``iou_threshold``), so segment-everything can filter by predicted IoU first.
+
+Only the order of floating-point operations changes: results agree with the reference decoder to
+float32 rounding (tests: logits within 1e-4 of their range, IoU predictions within 1e-5).
+Mask inputs (dense prompts) are not handled here; callers use the reference decoder for them.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling import Sam
+
+__all__ = [
+    "FastMaskDecoder", "ImageContext", "cached_dense_pe", "fast_decoder_for", "image_context", "supports_fast_decoder",
+]
+
+
+def _mkldnn_linear_ok() -> bool:
+    try:
+        return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    except Exception:  # pragma: no cover - exotic builds
+        return False
+
+
+_MKLDNN = _mkldnn_linear_ok()
+
+
+@dataclass
+class ImageContext:
+    """Per-image quantities shared by all prompts (no mask input)."""
+
+    src: torch.Tensor  # (N, C) image tokens + no-mask embedding
+    pe: torch.Tensor  # (N, C) dense positional encoding
+    k0: torch.Tensor  # (heads, N, d) layer-0 token->image keys
+    v0: torch.Tensor  # (heads, N, d) layer-0 token->image values
+    q0: torch.Tensor  # (heads, N, d) layer-0 image->token queries
+    grid: Tuple[int, int]
+    # Positional-encoding parts of later projections (image independent): (heads, d, N) / (heads, N, d)
+    kpe: Tuple[torch.Tensor, ...] = ()  # token->image layers >= 1 and the final attention
+    qpe: Tuple[torch.Tensor, ...] = ()  # image->token layers >= 1
+
+
+def supports_fast_decoder(model: Sam) -> bool:
+    """True for SAM-style two-way-transformer decoders (all registered models)."""
+    md = getattr(model, "mask_decoder", None)
+    tr = getattr(md, "transformer", None)
+    layers = getattr(tr, "layers", None)
+    if layers is None or len(layers) < 1 or not getattr(layers[0], "skip_first_layer_pe", False):
+        return False
+    up = getattr(md, "output_upscaling", None)
+    if up is None or len(up) != 5 or not isinstance(up[0], torch.nn.ConvTranspose2d):
+        return False
+    if tuple(up[0].kernel_size) != (2, 2) or tuple(up[0].stride) != (2, 2):
+        return False
+    return all(not getattr(layer, "skip_first_layer_pe", False) for layer in list(layers)[1:])
+
+
+class _AttnWeights:
+    """Weights of one ``segment_anything`` Attention module, split per head."""
+
+    def __init__(self, attn: torch.nn.Module, dtype: torch.dtype) -> None:
+        self.heads = attn.num_heads
+        self.inner = attn.internal_dim
+        self.d = self.inner // self.heads
+        self.scale = 1.0 / math.sqrt(self.d)
+        c = attn.embedding_dim
+        h, d = self.heads, self.d
+        cast = lambda t: t.detach().to(dtype).contiguous()  # noqa: E731
+        self.wq, self.bq = cast(attn.q_proj.weight), cast(attn.q_proj.bias)
+        self.wk, self.bk = cast(attn.k_proj.weight), cast(attn.k_proj.bias)
+        self.wv, self.bv = cast(attn.v_proj.weight), cast(attn.v_proj.bias)
+        self.wo, self.bo = cast(attn.out_proj.weight), cast(attn.out_proj.bias)
+        self.wq_h = self.wq.view(h, d, c)
+        self.wk_h = self.wk.view(h, d, c)
+        self.wv_h = self.wv.view(h, d, c)
+        self.bq_h, self.bk_h, self.bv_h = self.bq.view(h, d), self.bk.view(h, d), self.bv.view(h, d)
+        self.wo_h = self.wo.t().contiguous().view(h, d, c)  # out = sum_h o_h @ wo_h[h]
+
+
+def _heads(x: torch.Tensor, h: int) -> torch.Tensor:
+    """(P, T, h*d) -> (P, h, T, d)."""
+    p, t, hd = x.shape
+    return x.view(p, t, h, hd // h).transpose(1, 2)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(P, h, T, d) -> (P, T, h*d)."""
+    p, h, t, d = x.shape
+    return x.transpose(1, 2).reshape(p, t, h * d)
+
+
+class FastMaskDecoder:
+    """Mask decoding with per-image sharing and per-prompt cache blocking (module docstring).
+
+    Get one with :func:`fast_decoder_for` (cached per model and rebuilt if weights change).
+    ``dtype=torch.bfloat16`` runs the large products in bfloat16 (opt-in, approximate);
+    softmax and norms stay float32.
+    """
+
+    def __init__(self, model: Sam, dtype: torch.dtype = torch.float32, chunk: int = 1) -> None:
+        if not supports_fast_decoder(model):
+            raise ValueError("unsupported mask decoder layout")
+        self.dtype = dtype
+        self.chunk = max(1, int(chunk))
+        md = model.mask_decoder
+        tr = md.transformer
+        self.md = md
+        self.tr = tr
+        self.layers = list(tr.layers)
+        self.t2i = [_AttnWeights(layer.cross_attn_token_to_image, dtype) for layer in self.layers]
+        self.i2t = [_AttnWeights(layer.cross_attn_image_to_token, dtype) for layer in self.layers]
+        self.final = _AttnWeights(tr.final_attn_token_to_image, dtype)
+        self.num_mask_tokens = md.num_mask_tokens
+        self.output_tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0).detach()
+        self.no_mask = model.prompt_encoder.no_mask_embed.weight.detach().reshape(-1)
+        up = md.output_upscaling
+        ct1, ln, ct2 = up[0], up[1], up[3]
+        self.act1, self.act2 = up[2], up[4]
+        self.gelu2_fusable = isinstance(self.act2, torch.nn.GELU) and getattr(self.act2, "approximate", "none") == "none"
+        c_in, c1 = ct1.weight.shape[0], ct1.weight.shape[1]
+        c2 = ct2.weight.shape[1]
+        self.c1, self.c2 = c1, c2
+        cast = lambda t: t.detach().to(dtype).contiguous()  # noqa: E731
+        # ConvTranspose2d weight (in, out, kh, kw) -> linear weight (kh*kw*out, in): output
+        # features ordered (kh, kw, out) so that channels stay innermost.
+        self.up1_w = cast(ct1.weight.permute(2, 3, 1, 0).reshape(4 * c1, c_in))
+        self.up1_b = cast(ct1.bias.repeat(4))
+        self.up_ln = (ln.weight.detach().to(dtype), ln.bias.detach().to(dtype), ln.eps)
+        self.up2_w = cast(ct2.weight.permute(2, 3, 1, 0).reshape(4 * c2, c1))
+        self.up2_b = cast(ct2.bias.repeat(4))
+        self.norms = {}
+
+    # ------------------------------------------------------------------ per-image context
+    def prepare(self, features: torch.Tensor, dense_pe: torch.Tensor) -> ImageContext:
+        """Shared quantities of one ``(1, C, h, w)`` image embedding."""
+        _, c, h, w = features.shape
+        x = features[0].reshape(c, h * w).t()
+        src = (x + self.no_mask).to(self.dtype).contiguous()
+        pe = dense_pe[0].reshape(c, h * w).t().to(self.dtype).contiguous()
+        src_pe = src + pe
+        a0, b0 = self.t2i[0], self.i2t[0]
+        n = h * w
+        k0 = F.linear(src_pe, a0.wk, a0.bk).view(n, a0.heads, a0.d).transpose(0, 1).contiguous()
+        v0 = F.linear(src, a0.wv, a0.bv).view(n, a0.heads, a0.d).transpose(0, 1).contiguous()
+        q0 = F.linear(src_pe, b0.wq, b0.bq).view(n, b0.heads, b0.d).transpose(0, 1).contiguous()
+        kpe, qpe = self._pe_parts(dense_pe, pe)
+        return ImageContext(src=src, pe=pe, k0=k0, v0=v0, q0=q0, grid=(h, w), kpe=kpe, qpe=qpe)
+
+    def _pe_parts(self, dense_pe: torch.Tensor, pe: torch.Tensor) -> Tuple[tuple, tuple]:
+        """Projections of the positional encoding used by layers >= 1 (image independent)."""
+        key = (id(dense_pe), tuple(dense_pe.shape))
+        hit = self.__dict__.get("_pe_cache")
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        n = pe.shape[0]
+        kpe = tuple(
+            F.linear(pe, a.wk).view(n, a.heads, a.d).permute(1, 2, 0).contiguous()  # h, d, N
+            for a in self.t2i[1:] + [self.final]
+        )
+        qpe = tuple(F.linear(pe, a.wq).view(n, a.heads, a.d).transpose(0, 1).contiguous() for a in self.i2t[1:])
+        self._pe_cache = (key, (kpe, qpe), dense_pe)  # keep dense_pe alive so its id stays unique
+        return kpe, qpe
+
+    # ------------------------------------------------------------------ attention blocks
+    def _t2i_shared(self, a: _AttnWeights, q_in: torch.Tensor, ctx: ImageContext) -> torch.Tensor:
+        """Tokens (P, T, C) attend to the shared layer-0 image keys/values."""
+        p, t, _ = q_in.shape
+        q = F.linear(q_in, a.wq, a.bq).view(p * t, a.heads, a.d).transpose(0, 1)  # h, P*T, d
+        attn = torch.bmm(q, ctx.k0.transpose(1, 2)) * a.scale  # h, P*T, N
+        attn = torch.softmax(attn.float(), dim=-1).to(self.dtype)
+        out = torch.bmm(attn, ctx.v0)  # h, P*T, d
+        out = out.transpose(0, 1).reshape(p, t, a.inner)
+        return F.linear(out, a.wo, a.bo)
+
+    def _t2i(self, a: _AttnWeights, q_in: torch.Tensor, keys: torch.Tensor, kpe: torch.Tensor) -> torch.Tensor:
+        """Tokens (P, T, C) attend to per-prompt image tokens ``keys`` (P, N, C).
+
+        ``(Wk (keys + pe) + bk) . q = (Wk^T q) . keys + q . (Wk pe) + q . bk``; ``kpe = Wk pe``
+        per head (h, d, N) is image independent.
+        """
+        p, t, c = q_in.shape
+        h, d = a.heads, a.d
+        q = _heads(F.linear(q_in, a.wq, a.bq), h)  # P,h,T,d
+        qk = torch.matmul(q, a.wk_h)  # P,h,T,C   (q_h Wk_h)
+        base = torch.matmul(q, kpe) + torch.matmul(q, a.bk_h.view(h, d, 1))  # P,h,T,N
+        scores = torch.baddbmm(base.reshape(p, h * t, -1), qk.reshape(p, h * t, c), keys.transpose(1, 2))
+        attn = torch.softmax((scores * a.scale).float(), dim=-1).to(self.dtype)  # P, hT, N
+        ctxv = torch.bmm(attn, keys).view(p, h, t, c)  # P,h,T,C
+        out = torch.matmul(ctxv, a.wv_h.transpose(1, 2)) + a.bv_h.view(h, 1, d)  # P,h,T,d
+        return F.linear(_merge_heads(out), a.wo, a.bo)
+
+    def _i2t(self, a: _AttnWeights, residual: torch.Tensor, shared: bool, qpe: Optional[torch.Tensor],
+             tokens: torch.Tensor, tokens_pe: torch.Tensor, ctx: ImageContext) -> torch.Tensor:
+        """Image tokens attend to the prompt tokens; returns ``residual + update`` (P, N, C).
+
+        With ``shared`` the layer-0 queries of ``ctx`` are used and ``residual`` is left alone;
+        otherwise the queries are ``Wq (residual + pe) + bq`` (``qpe = Wq pe`` per head, (h, N, d))
+        and ``residual`` is updated in place.
+        """
+        p, t, c = tokens.shape
+        h, d = a.heads, a.d
+        k_tok = _heads(F.linear(tokens_pe, a.wk, a.bk), h)  # P,h,T,d
+        v_tok = _heads(F.linear(tokens, a.wv, a.bv), h)  # P,h,T,d
+        if shared:
+            kt = k_tok.permute(1, 0, 2, 3).reshape(h, p * t, d)
+            scores = torch.bmm(kt, ctx.q0.transpose(1, 2))  # h, P*T, N
+            n = scores.shape[-1]
+            scores = scores.view(h, p, t, n).transpose(0, 1)  # P,h,T,N
+        else:
+            # (Wq (keys + pe) + bq) . k = keys . (Wq^T k) + (Wq pe) . k + bq . k
+            kq = torch.matmul(k_tok, a.wq_h)  # P,h,T,C
+            base = torch.matmul(k_tok, qpe.transpose(1, 2)) + torch.matmul(k_tok, a.bq_h.view(h, d, 1))  # P,h,T,N
+            n = base.shape[-1]
+            scores = torch.baddbmm(base.reshape(p, h * t, n), kq.reshape(p, h * t, c), residual.transpose(1, 2))
+            scores = scores.view(p, h, t, n)
+        # softmax over each head's T prompt tokens (dim 2 keeps the image tokens contiguous)
+        attn = torch.softmax((scores * a.scale).float(), dim=2).to(self.dtype).reshape(p, h * t, n)
+        # Fold out_proj (and its bias: each head's weights sum to one) into the value tokens.
+        m = (torch.matmul(v_tok, a.wo_h) + a.bo / h).reshape(p, h * t, c)  # P, hT, C
+        if shared:
+            return torch.baddbmm(residual.expand(p, n, c), attn.transpose(1, 2), m)
+        return residual.baddbmm_(attn.transpose(1, 2), m)
+
+    def _ln(self, x: torch.Tensor, norm: torch.nn.LayerNorm) -> torch.Tensor:
+        if self.dtype == torch.float32:
+            return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        key = id(norm)
+        wb = self.norms.get(key)
+        if wb is None:
+            wb = self.norms[key] = (norm.weight.detach().to(self.dtype), norm.bias.detach().to(self.dtype))
+        return F.layer_norm(x, norm.normalized_shape, wb[0], wb[1], norm.eps)
+
+    def _small(self, module: torch.nn.Module, *args: torch.Tensor) -> torch.Tensor:
+        """Token-sized modules (self-attention, MLP) run in float32 with the original weights."""
+        if self.dtype == torch.float32:
+            return module(*args)
+        return module(*(a.float() for a in args)).to(self.dtype)
+
+    # ------------------------------------------------------------------ transformer
+    def transformer(self, ctx: ImageContext, sparse: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Two-way transformer for prompts ``sparse`` (P, S, C) -> ``(hs (P, T, C), keys (P, N, C))``."""
+        p = sparse.shape[0]
+        out_tok = self.output_tokens.to(sparse.dtype).unsqueeze(0).expand(p, -1, -1)
+        tokens = torch.cat((out_tok, sparse), dim=1).to(self.dtype)
+        qpe = tokens
+        queries = tokens
+        keys: Optional[torch.Tensor] = None
+        for i, layer in enumerate(self.layers):
+            if i == 0:
+                queries = self._small(layer.self_attn, queries, queries, queries)
+            else:
+                q = queries + qpe
+                queries = queries + self._small(layer.self_attn, q, q, queries)
+            queries = self._ln(queries, layer.norm1)
+            if i == 0:
+                attn_out = self._t2i_shared(self.t2i[0], queries + qpe, ctx)
+            else:
+                attn_out = self._t2i(self.t2i[i], queries + qpe, keys, ctx.kpe[i - 1])
+            queries = self._ln(queries + attn_out, layer.norm2)
+            queries = self._ln(queries + self._small(layer.mlp, queries), layer.norm3)
+            if i == 0:
+                keys = self._i2t(self.i2t[0], ctx.src.unsqueeze(0), True, None, queries, queries + qpe, ctx)
+            else:
+                keys = self._i2t(self.i2t[i], keys, False, ctx.qpe[i - 1], queries, queries + qpe, ctx)
+            keys = self._ln(keys, layer.norm4)
+        attn_out = self._t2i(self.final, queries + qpe, keys, ctx.kpe[-1])
+        queries = self._ln(queries + attn_out, self.tr.norm_final_attn)
+        return queries.float(), keys
+
+    def iou_and_hyper(self, hs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """IoU predictions (P, M) and hypernetwork outputs (P, M, c2) from output tokens."""
+        md = self.md
+        iou = md.iou_prediction_head(hs[:, 0, :])
+        mask_tokens = hs[:, 1: 1 + self.num_mask_tokens, :]
+        hyper = torch.stack(
+            [md.output_hypernetworks_mlps[i](mask_tokens[:, i, :]) for i in range(self.num_mask_tokens)], dim=1
+        )
+        return iou, hyper
+
+    def _linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, gelu: bool) -> torch.Tensor:
+        if _MKLDNN:
+            if gelu:
+                return torch.ops.mkldnn._linear_pointwise(x, w, b, "gelu", [], "none")
+            return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+        y = F.linear(x, w, b)
+        return F.gelu(y) if gelu else y
+
+    def masks(self, keys: torch.Tensor, hyper: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
+        """Low-res logits (P, M, 4h, 4w) for image tokens ``keys`` (P, N, C), ``hyper`` (P, M, c2)."""
+        p, n, c = keys.shape
+        h, w = grid
+        c1, c2 = self.c1, self.c2
+        y = self._linear(keys.reshape(p * n, c), self.up1_w, self.up1_b, False)  # (P*N, 4*c1)
+        y = y.view(p * n * 4, c1)
+        y = F.layer_norm(y, (c1,), self.up_ln[0], self.up_ln[1], self.up_ln[2])
+        y = torch.ops.aten.gelu_(y) if isinstance(self.act1, torch.nn.GELU) and self.act1.approximate == "none" \
+            else self.act1(y)
+        if self.gelu2_fusable:
+            z = self._linear(y, self.up2_w, self.up2_b, True)
+        else:
+            z = self.act2(self._linear(y, self.up2_w, self.up2_b, False))
+        z = z.view(p, n * 16, c2)
+        m = torch.bmm(z, hyper.to(z.dtype).transpose(1, 2)).float()  # P, N*16, M
+        mm = hyper.shape[1]
+        # rows are (y, x, kh, kw, kh2, kw2): output pixel (4y + 2kh + kh2, 4x + 2kw + kw2)
+        m = m.view(p, h, w, 2, 2, 2, 2, mm).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        return m.reshape(p, mm, 4 * h, 4 * w)
+
+    # ------------------------------------------------------------------ public entry points
+    @torch.no_grad()
+    def decode(
+        self, ctx: ImageContext, sparse: torch.Tensor, multimask_output: bool, iou_threshold: Optional[float] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Decode prompts ``sparse`` (P, S, C).
+
+        Returns ``(iou (P, M), masks (K, 4h, 4w), index (K, 2))`` where ``index`` lists the
+        ``(prompt, mask)`` pairs whose low-res logits are in ``masks``: all pairs when
+        ``iou_threshold`` is None, otherwise those with ``iou > iou_threshold`` (the upscaling
+        runs only for prompts with at least one such mask).
+        """
+        sl = slice(1, None) if multimask_output else slice(0, 1)
+        ious, masks, index = [], [], []
+        for s in range(0, sparse.shape[0], self.chunk):
+            hs, keys = self.transformer(ctx, sparse[s: s + self.chunk])
+            iou, hyper = self.iou_and_hyper(hs)
+            iou, hyper = iou[:, sl], hyper[:, sl]
+            ious.append(iou)
+            if iou_threshold is None:
+                sel = torch.ones_like(iou, dtype=torch.bool)
+            else:
+                sel = iou > iou_threshold
+            rows = torch.nonzero(sel.any(dim=1)).flatten()
+            if rows.numel() == 0:
+                continue
+            if rows.numel() != keys.shape[0]:
+                keys, hyper, sel = keys[rows], hyper[rows], sel[rows]
+            low = self.masks(keys, hyper, ctx.grid)  # r, M, H, W
+            pairs = torch.nonzero(sel)  # (k, 2) in (row, mask)
+            masks.append(low[pairs[:, 0], pairs[:, 1]])
+            index.append(torch.stack([rows[pairs[:, 0]] + s, pairs[:, 1]], dim=1))
+        iou_all = torch.cat(ious) if ious else torch.zeros(0, 0)
+        if masks:
+            return iou_all, torch.cat(masks), torch.cat(index)
+        hw = (4 * ctx.grid[0], 4 * ctx.grid[1])
+        return iou_all, torch.zeros((0, *hw)), torch.zeros((0, 2), dtype=torch.long)
+
+    @torch.no_grad()
+    def __call__(self, ctx: ImageContext, sparse: torch.Tensor, multimask_output: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Same outputs as ``MaskDecoder.forward`` without mask input: ``(masks, iou_pred)``."""
+        iou, masks, _ = self.decode(ctx, sparse, multimask_output)
+        return masks.view(iou.shape[0], iou.shape[1], *masks.shape[-2:]), iou
+
+
+# ---------------------------------------------------------------------------------- caching
+
+_lock = threading.Lock()
+
+
+def _version(t: torch.Tensor) -> int:
+    try:
+        return t._version
+    except RuntimeError:  # inference tensors have no version counter (and cannot be modified)
+        return -1
+
+
+def _fingerprint(module: torch.nn.Module) -> tuple:
+    return tuple((id(t), _version(t)) for t in module.state_dict(keep_vars=True).values())
+
+
+def fast_decoder_for(model: Sam, dtype: torch.dtype = torch.float32) -> Optional[FastMaskDecoder]:
+    """The :class:`FastMaskDecoder` of ``model`` (rebuilt when its weights change), or None."""
+    if not supports_fast_decoder(model):
+        return None
+    fp = _fingerprint(model.mask_decoder) + _fingerprint(model.prompt_encoder)
+    with _lock:
+        store = model.__dict__.setdefault("_msc_fast_decoders", {})
+        entry = store.get(dtype)
+        if entry is None or entry[0] != fp:
+            entry = (fp, FastMaskDecoder(model, dtype))
+            store[dtype] = entry
+        return entry[1]
+
+
+def image_context(decoder: FastMaskDecoder, features: torch.Tensor, dense_pe: torch.Tensor) -> ImageContext:
+    """:meth:`FastMaskDecoder.prepare`, cached on the features tensor itself (dies with it)."""
+    key = (id(decoder), _version(features))
+    hit = getattr(features, "_msc_image_context", None)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    ctx = decoder.prepare(features, dense_pe)
+    features._msc_image_context = (key, ctx)  # type: ignore[attr-defined]
+    return ctx
+
+
+def cached_dense_pe(model: Sam) -> torch.Tensor:
+    """``prompt_encoder.get_dense_pe()`` (image independent), cached until its weights change."""
+    pe = model.prompt_encoder
+    gauss = pe.pe_layer.positional_encoding_gaussian_matrix
+    key = (id(gauss), _version(gauss), tuple(pe.image_embedding_size))
+    hit = pe.__dict__.get("_msc_dense_pe")
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    with torch.no_grad():
+        value = pe.get_dense_pe()
+    pe.__dict__["_msc_dense_pe"] = (key, value)
+    return value
