@@ -37,6 +37,8 @@ from segment_anything.utils.amg import (
 )
 from torchvision.ops.boxes import batched_nms, box_area
 
+from .everything_fast import MaskDataNoCopy, generate_fast, process_batch_exact
+from .everything_fast import rle_to_mask as fast_rle_to_mask
 from .predictor import SamPredictor
 from .upsample import upscale_logits
 
@@ -51,6 +53,14 @@ class SamAutomaticMaskGenerator:
     Extra keyword-only arguments:
         cache: embedding cache passed to the internal :class:`SamPredictor`.
         progress: optional callable ``(done, total)`` called after each point batch.
+        fast: opt-in approximate preset (``mobile_sam_core.everything_fast.generate_fast``):
+            coarse-to-fine grid that skips points inside accepted masks, bfloat16 decoder,
+            stability and NMS on low-res masks. Recall against the exhaustive 32x32 result is in
+            docs/benchmarks.md. ``fast_everything_settings()`` gives the app's settings. Crop
+            layers are not supported in fast mode (the exact algorithm runs instead).
+        fast_decoder_precision: decoder precision of the fast preset, ``"bf16"`` or ``"fp32"``.
+        encoder_precision: passed to the internal :class:`SamPredictor` (default ``"fp32"``,
+            which shares embeddings with clicks on the same image).
     """
 
     def __init__(
@@ -72,6 +82,9 @@ class SamAutomaticMaskGenerator:
         *,
         cache: Any = None,
         progress: Any = None,
+        fast: bool = False,
+        fast_decoder_precision: str = "bf16",
+        encoder_precision: str = "fp32",
     ) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("Exactly one of points_per_side or point_grids must be provided.")
@@ -90,7 +103,11 @@ class SamAutomaticMaskGenerator:
         if output_mode == "coco_rle":
             import pycocotools  # noqa: F401  (fail early with a clear ImportError)
 
-        self.predictor = SamPredictor(model, cache=cache)
+        self.predictor = SamPredictor(model, cache=cache, encoder_precision=encoder_precision)
+        if fast_decoder_precision not in ("bf16", "fp32"):
+            raise ValueError("fast_decoder_precision must be 'bf16' or 'fp32'")
+        self.fast = bool(fast)
+        self.fast_decoder_precision = fast_decoder_precision
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh
@@ -112,7 +129,13 @@ class SamAutomaticMaskGenerator:
         output modes), ``area``, ``bbox`` (XYWH), ``predicted_iou``, ``point_coords``,
         ``stability_score`` and ``crop_box`` (XYWH).
         """
-        mask_data = self._generate_masks(image)
+        mask_data = None
+        if self.fast:
+            mask_data = generate_fast(self, image)
+            if mask_data is not None and len(mask_data._stats) == 0:
+                mask_data = _empty_mask_data()
+        if mask_data is None:
+            mask_data = self._generate_masks(image)
         if self.min_mask_region_area > 0:
             mask_data = self.postprocess_small_regions(
                 mask_data, self.min_mask_region_area, max(self.box_nms_thresh, self.crop_nms_thresh)
@@ -120,7 +143,7 @@ class SamAutomaticMaskGenerator:
         if self.output_mode == "coco_rle":
             segmentations = [coco_encode_rle(rle) for rle in mask_data["rles"]]
         elif self.output_mode == "binary_mask":
-            segmentations = [rle_to_mask(rle) for rle in mask_data["rles"]]
+            segmentations = [fast_rle_to_mask(rle) for rle in mask_data["rles"]]
         else:
             segmentations = mask_data["rles"]
         return [
@@ -141,7 +164,7 @@ class SamAutomaticMaskGenerator:
         crop_boxes, layer_idxs = generate_crop_boxes(orig_size, self.crop_n_layers, self.crop_overlap_ratio)
         total = sum(len(self.point_grids[i]) for i in layer_idxs)
         self._done, self._total = 0, total
-        data = MaskData()
+        data = MaskDataNoCopy()  # no deep copies of RLE lists when concatenating batches
         for crop_box, layer_idx in zip(crop_boxes, layer_idxs):
             data.cat(self._process_crop(image, crop_box, layer_idx, orig_size))
         if len(crop_boxes) > 1 and len(data["rles"]) > 0:
@@ -165,7 +188,7 @@ class SamAutomaticMaskGenerator:
         self.predictor.set_image(cropped_im)
         points_scale = np.array(cropped_im_size)[None, ::-1]
         points_for_image = self.point_grids[crop_layer_idx] * points_scale
-        data = MaskData()
+        data = MaskDataNoCopy()  # no deep copies of RLE lists when concatenating batches
         for (points,) in batch_iterator(self.points_per_batch, points_for_image):
             data.cat(self._process_batch(points, cropped_im_size, crop_box, orig_size))
             self._done += len(points)
@@ -188,8 +211,6 @@ class SamAutomaticMaskGenerator:
         self, points: np.ndarray, im_size: Tuple[int, ...], crop_box: List[int], orig_size: Tuple[int, ...]
     ) -> MaskData:
         if self.predictor.fast_decoder:
-            from .everything_fast import process_batch_exact
-
             data = process_batch_exact(self, points, im_size, crop_box, orig_size)
             if data is not None:  # same filters and results, computed on the fast decoder
                 return data
