@@ -1,0 +1,294 @@
+"""Every fast path stays within its accuracy bound (no timing assertions here; see benchmarks/).
+
+* exact tricks (sparse mask thresholding, stability counts, RLE) are bit-identical;
+* the reorganised fp32 encoder and decoder match the reference modules to float32 rounding;
+* reduced precision (bf16 encoder) keeps mask IoU >= 0.97 on LiteMedSAM's real weights.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from segment_anything.utils.amg import mask_to_rle_pytorch
+from segment_anything.utils.amg import rle_to_mask as sam_rle_to_mask
+
+from mobile_sam_core import SamAutomaticMaskGenerator, SamPredictor, sam_model_registry
+from mobile_sam_core import mask_upsample as mu
+from mobile_sam_core.acceleration import FastTinyViT, encoder_runner, onnx_available
+from mobile_sam_core.everything_fast import fast_everything_settings, masks_to_rle, rle_to_mask
+from mobile_sam_core.fast_decoder import cached_dense_pe, fast_decoder_for, image_context
+from mobile_sam_core.upsample import upscale_logits_reference
+from tests.conftest import make_photo_like, perturb_state_dict
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def vit_t():
+    """MobileSAM with perturbed random weights (our key layout)."""
+    torch.manual_seed(0)
+    model = sam_model_registry["vit_t"]()
+    model.load_state_dict(perturb_state_dict(model.state_dict(), seed=3))
+    model.eval()
+    return model
+
+
+@pytest.fixture(scope="module")
+def lite(lite_medsam_checkpoint):
+    return sam_model_registry["lite_medsam"](checkpoint=str(lite_medsam_checkpoint))
+
+
+def _photo(name: str, hw: tuple[int, int]) -> np.ndarray:
+    import cv2
+    from skimage import data
+
+    img = getattr(data, name)()[..., :3]
+    return np.ascontiguousarray(cv2.resize(img, (hw[1], hw[0]), interpolation=cv2.INTER_AREA))
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    u = np.count_nonzero(a | b)
+    return 1.0 if u == 0 else np.count_nonzero(a & b) / u
+
+
+def _reference_per_plane(low: torch.Tensor, img_size: int, input_size, original_size) -> torch.Tensor:
+    """SAM's upscaling applied to each mask plane on its own (PyTorch's CPU kernel rounds the
+    same way for every plane count only with more than one thread)."""
+    flat = low.reshape(-1, 1, *low.shape[-2:])
+    out = torch.cat([upscale_logits_reference(flat[i:i + 1], img_size, input_size, original_size)
+                     for i in range(flat.shape[0])])
+    return out.reshape(*low.shape[:-2], *out.shape[-2:])
+
+
+# ----------------------------------------------------------------------------- exact arithmetic
+
+def test_fma32_is_exactly_rounded():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(4000).astype(np.float32)
+    y = rng.random(4000).astype(np.float32)
+    z = (rng.standard_normal(4000) * 4).astype(np.float32)
+    # constructed ties: z chosen so that x*y + z lands exactly between two float32 values
+    x[:100] = np.float32(1.0) + np.float32(2.0 ** -23)
+    y[:100] = np.float32(1.0) + np.float32(2.0 ** -23)
+    z[:100] = np.float32(0.0)
+    got = mu._fma32(x, y, z)
+    for i in range(4000):
+        exact = Fraction(float(x[i])) * Fraction(float(y[i])) + Fraction(float(z[i]))
+        lo = np.float32(float(exact))  # nearest float32 up to double rounding...
+        cands = [lo, np.nextafter(lo, np.float32(np.inf)), np.nextafter(lo, np.float32(-np.inf))]
+        best = min(cands, key=lambda c: (abs(Fraction(float(c)) - exact), int(np.float32(c).view(np.int32)) & 1))
+        assert got[i] == best, (i, x[i], y[i], z[i])
+
+
+@pytest.mark.skipif(not mu.emulation_available(), reason="this PyTorch build's bilinear arithmetic is not emulated")
+@pytest.mark.parametrize("seed", range(6))
+def test_threshold_upscaled_is_bit_identical(seed):
+    g = torch.Generator().manual_seed(seed)
+    for trial in range(5):
+        oh, ow = (int(v) for v in torch.randint(3, 700, (2,), generator=g))
+        s = 1024 / max(oh, ow)
+        in_hw = (int(oh * s + 0.5), int(ow * s + 0.5))
+        low = torch.randn(1, 3, 256, 256, generator=g) * 6
+        if trial % 2:  # smooth, mask-like logits (few boundary cells) vs noisy ones (dense path)
+            low = F.avg_pool2d(low, 9, 1, 4) * 4
+        low[..., 40:60, :] = 0.0  # exact zeros sit on the threshold
+        ref = _reference_per_plane(low, 1024, in_hw, (oh, ow)) > 0
+        got = mu.threshold_upscaled(low, 1024, in_hw, (oh, ow), 0.0)
+        assert got.dtype == torch.bool and got.shape == ref.shape
+        assert torch.equal(got, ref), f"{int((got != ref).sum())} pixels differ at {(oh, ow)}"
+
+
+@pytest.mark.skipif(not mu.emulation_available(), reason="this PyTorch build's bilinear arithmetic is not emulated")
+def test_threshold_upscaled_large_image_both_paths():
+    g = torch.Generator().manual_seed(7)
+    smooth = F.avg_pool2d(torch.randn(1, 1, 256, 256, generator=g) * 6, 15, 1, 7) * 6
+    noisy = torch.randn(1, 1, 256, 256, generator=g) * 3
+    low = torch.cat([smooth, noisy], dim=1)
+    ref = _reference_per_plane(low, 1024, (685, 1024), (1500, 2241)) > 0
+    assert torch.equal(mu.threshold_upscaled(low, 1024, (685, 1024), (1500, 2241)), ref)
+
+
+@pytest.mark.skipif(not mu.emulation_available(), reason="this PyTorch build's bilinear arithmetic is not emulated")
+def test_count_above_matches_reference_counts():
+    g = torch.Generator().manual_seed(11)
+    for oh, ow, in_hw in [(900, 1345, (685, 1024)), (300, 201, (1024, 686)), (685, 1024, (685, 1024))]:
+        low = F.avg_pool2d(torch.randn(4, 1, 256, 256, generator=g) * 6, 7, 1, 3) * 4
+        low[1] = torch.randn(1, 256, 256, generator=g) * 3  # noisy
+        big = mu.upscale_to_input(low, 1024, in_hw)[:, 0]
+        ref = _reference_per_plane(low, 1024, in_hw, (oh, ow))[:, 0]
+        thresholds = [-1.0, 0.0, 1.0, 0.37]
+        want = torch.stack([(ref > t).flatten(1).sum(1) for t in thresholds], 1)
+        assert torch.equal(mu.count_above(big, (oh, ow), thresholds), want)
+
+
+def test_rle_round_trip_matches_segment_anything():
+    g = torch.Generator().manual_seed(0)
+    masks = torch.rand(6, 37, 53, generator=g) > 0.5
+    masks[0] = True
+    masks[1] = False
+    assert masks_to_rle(masks) == mask_to_rle_pytorch(masks)
+    for rle in mask_to_rle_pytorch(masks):
+        a, b = sam_rle_to_mask(rle), rle_to_mask(rle)
+        assert np.array_equal(a, b) and a.dtype == b.dtype
+
+
+# ----------------------------------------------------------------------------- encoder
+
+@pytest.mark.parametrize("name", ["vit_t", "lite_medsam"])
+def test_fast_fp32_encoder_matches_module(name, vit_t, lite):
+    model = vit_t if name == "vit_t" else lite
+    size = model.image_encoder.img_size
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model.image_encoder(x)
+        got = FastTinyViT(model.image_encoder)(x)
+    assert got.shape == ref.shape and got.dtype == torch.float32
+    assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
+def test_encoder_runner_follows_weight_changes():
+    model = sam_model_registry["vit_t"]()
+    x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        first = encoder_runner(model)(x)
+        # load different weights through the ordinary API: the cached fused copy must follow
+        model.load_state_dict(perturb_state_dict(model.state_dict(), seed=5))
+        ref = model.image_encoder(x)
+        second = encoder_runner(model)(x)
+    assert not torch.allclose(first, second)
+    assert (second - ref).abs().max() <= 1e-4 * ref.abs().max()
+    assert set(model.state_dict()) == set(sam_model_registry["vit_t"]().state_dict())  # layout unchanged
+
+
+@pytest.mark.skipif(not onnx_available(), reason="onnxruntime not installed")
+def test_onnx_backend_matches_module(lite, tmp_path, monkeypatch):
+    monkeypatch.setenv("MOBILE_SAM_CACHE_DIR", str(tmp_path))
+    x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = lite.image_encoder(x)
+        got = encoder_runner(lite, "fp32", "onnx")(x)
+    assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
+    assert list((tmp_path / "onnx").glob("*.onnx")), "the exported model is cached"
+
+
+# Boxes around objects (x0, y0, x1, y1) in 342x512 versions of the photos.
+OBJECT_BOXES = {
+    "coffee": [(145, 15, 350, 260), (65, 60, 410, 335), (275, 55, 365, 280)],
+    "astronaut": [(153, 10, 303, 125), (278, 230, 508, 340), (133, 230, 208, 285), (353, 0, 463, 190)],
+}
+
+
+def test_bf16_encoder_masks_close_to_exact_on_real_weights(lite):
+    """LiteMedSAM (real weights, trained with boxes): box masks from the bf16 encoder."""
+    exact = SamPredictor(lite, cache=False)
+    fast = SamPredictor(lite, cache=False, encoder_precision="bf16")
+    ious = []
+    for name, boxes in OBJECT_BOXES.items():
+        img = _photo(name, (342, 512))
+        exact.set_image(img)
+        fast.set_image(img)
+        rel = (fast.features - exact.features).abs().max() / exact.features.abs().max()
+        assert 0 < rel < 0.05
+        for box in boxes:
+            m1, _, _ = exact.predict(box=np.array(box), multimask_output=False)
+            m2, _, _ = fast.predict(box=np.array(box), multimask_output=False)
+            ious.append(_iou(m1[0], m2[0]))
+    assert min(ious) >= 0.97, ious
+
+
+def test_embedding_cache_separates_precisions(vit_t):
+    from mobile_sam_core import EmbeddingCache
+
+    cache = EmbeddingCache()
+    img = make_photo_like(64, 96, seed=1)
+    a = SamPredictor(vit_t, cache=cache)
+    b = SamPredictor(vit_t, cache=cache, encoder_precision="bf16")
+    a.set_image(img)
+    b.set_image(img)
+    assert not b.last_set_image_from_cache
+    assert not torch.equal(a.features, b.features)
+
+
+# ----------------------------------------------------------------------------- decoder and predictor
+
+def test_fast_decoder_matches_reference_decoder(vit_t):
+    g = torch.Generator().manual_seed(4)
+    feats = torch.randn(1, 256, 64, 64, generator=g)
+    pe = cached_dense_pe(vit_t)
+    dec = fast_decoder_for(vit_t)
+    ctx = image_context(dec, feats, pe)
+    coords = torch.rand(5, 3, 2, generator=g) * 1024
+    labels = torch.randint(0, 2, (5, 3), generator=g).int()
+    boxes = torch.tensor([[100.0, 200.0, 600.0, 700.0]] * 5)
+    with torch.no_grad():
+        for points, bx in [((coords, labels), None), (None, boxes), ((coords[:, :1], labels[:, :1]), boxes)]:
+            sparse, dense = vit_t.prompt_encoder(points=points, boxes=bx, masks=None)
+            for multimask in (True, False):
+                ref_m, ref_i = vit_t.mask_decoder(image_embeddings=feats, image_pe=pe, sparse_prompt_embeddings=sparse,
+                                                  dense_prompt_embeddings=dense, multimask_output=multimask)
+                got_m, got_i = dec(ctx, sparse, multimask)
+                assert got_m.shape == ref_m.shape and got_i.shape == ref_i.shape
+                assert (got_m - ref_m).abs().max() <= 1e-4 * ref_m.abs().max()
+                assert (got_i - ref_i).abs().max() <= 1e-5
+                # selecting by IoU returns exactly the pairs above the threshold
+                thr = float(ref_i.median())
+                iou, low, index = dec.decode(ctx, sparse, multimask, iou_threshold=thr)
+                assert torch.equal(index, torch.nonzero(iou > thr))
+                assert torch.allclose(low, got_m[index[:, 0], index[:, 1]])
+
+
+def test_predictor_fast_paths_match_reference_paths(vit_t):
+    img = make_photo_like(300, 451, seed=9)
+    fast = SamPredictor(vit_t, cache=False)
+    ref = SamPredictor(vit_t, cache=False, encoder_backend="reference", fast_decoder=False)
+    fast.set_image(img)
+    ref.set_image(img)
+    assert (fast.features - ref.features).abs().max() <= 1e-4 * ref.features.abs().max()
+    fast.features = ref.features  # compare decoders and upsampling on the same embedding
+    for kw in (dict(point_coords=np.array([[200, 150]]), point_labels=np.array([1])),
+               dict(box=np.array([50, 40, 400, 280]))):
+        m1, s1, l1 = fast.predict(**kw)
+        m2, s2, l2 = ref.predict(**kw)
+        lg, _, _ = ref.predict(**kw, return_logits=True)
+        np.testing.assert_allclose(s1, s2, atol=1e-5)
+        assert np.abs(l1 - l2).max() <= 1e-4 * np.abs(l2).max()
+        differ = m1 != m2
+        assert np.all(np.abs(lg[differ]) < 1e-3)  # only float ties at the threshold
+        lf, _, _ = fast.predict(**kw, return_logits=True)
+        assert lf.shape == m1.shape and lf.dtype == np.float32
+        assert np.array_equal(lf > vit_t.mask_threshold, m1)  # bool masks == thresholded full logits
+
+
+def test_everything_fast_decoder_gives_identical_records(vit_t):
+    img = make_photo_like(120, 170, seed=2)
+    kw = dict(points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.0, cache=False)
+    a = SamAutomaticMaskGenerator(vit_t, **kw).generate(img)
+    gen = SamAutomaticMaskGenerator(vit_t, **kw)
+    gen.predictor.fast_decoder = False
+    b = gen.generate(img)
+    assert len(a) == len(b) > 0
+    key = lambda r: (r["bbox"], r["predicted_iou"])  # noqa: E731
+    for x, y in zip(sorted(a, key=key), sorted(b, key=key)):
+        assert x["bbox"] == y["bbox"]
+        assert abs(x["predicted_iou"] - y["predicted_iou"]) < 1e-5
+        assert abs(x["stability_score"] - y["stability_score"]) < 1e-3
+        assert _iou(x["segmentation"], y["segmentation"]) > 0.999
+
+
+def test_fast_everything_preset_returns_sam_records(lite):
+    img = _photo("coffee", (171, 256))
+    settings = fast_everything_settings(pred_iou_thresh=0.0, stability_score_thresh=0.0, points_per_side=8)
+    fast = SamAutomaticMaskGenerator(lite, cache=False, **settings).generate(img)
+    exact = SamAutomaticMaskGenerator(lite, cache=False, points_per_side=8, pred_iou_thresh=0.0,
+                                      stability_score_thresh=0.0).generate(img)
+    assert fast and set(fast[0]) == set(exact[0])
+    for r in fast:
+        assert r["segmentation"].shape == img.shape[:2] and r["segmentation"].dtype == bool
+        assert r["area"] == int(r["segmentation"].sum())
+    # every fast mask is one the exact generator also finds (same decoder up to bf16 rounding)
+    matched = sum(max(_iou(r["segmentation"], e["segmentation"]) for e in exact) >= 0.8 for r in fast)
+    assert matched >= 0.8 * len(fast)
