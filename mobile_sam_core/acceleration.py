@@ -165,7 +165,9 @@ class FastTinyViT:
             raise TypeError("FastTinyViT needs a mobile_sam_core TinyViTEncoder")
         self.dtype = dtype
         self.fuse_conv_gelu = dtype != torch.float32  # measured: fp32 is faster with GELU separate
-        self.sdpa = dtype == torch.float32  # fp32: flash SDPA; bf16: explicit matmuls are faster
+        # Attention kernel (measured): fp32 -> flash SDPA; bf16 -> SDPA for 14x14 windows,
+        # explicit matmuls with a float32 softmax for 7x7 windows.
+        self.sdpa_min_tokens = 0 if dtype == torch.float32 else 100
         with torch.no_grad():
             pe = encoder.patch_embed
             self.pointwise_stem = isinstance(pe, _PointwisePatchEmbed)
@@ -265,13 +267,13 @@ class FastTinyViT:
         q = qkv[..., : heads * kd].view(bw, n, heads, kd).transpose(1, 2)
         k = qkv[..., heads * kd: 2 * heads * kd].view(bw, n, heads, kd).transpose(1, 2)
         v = qkv[..., 2 * heads * kd:].view(bw, n, heads, vd).transpose(1, 2)
-        if self.sdpa:
+        if n >= self.sdpa_min_tokens:
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=p["bias"][None], scale=p["scale"])
         else:
             qs = (q * p["scale"]).reshape(bw * heads, n, kd)
             att = torch.baddbmm(p["bias"].expand(bw, heads, n, n).reshape(bw * heads, n, n), qs,
                                 k.transpose(-2, -1).reshape(bw * heads, kd, n))
-            att = att.softmax(-1)
+            att = torch.softmax(att, -1, dtype=torch.float32).to(att.dtype)
             o = torch.bmm(att, v.reshape(bw * heads, n, vd)).view(bw, heads, n, vd)
         # (B*nH*nW, heads, ws*ws, vd) -> (B, pH, pW, heads*vd), cropped to real tokens
         o = o.view(bn, nh, nw, heads, ws, ws, vd).permute(0, 1, 4, 2, 5, 3, 6).reshape(bn, ph, pw, heads * vd)
