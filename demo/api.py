@@ -139,7 +139,8 @@ def build_api(ctx: AppContext) -> None:
         """Segment everything in the image.
 
         settings (all optional): points_per_side (4-32, default 16), pred_iou_thresh,
-        stability_score_thresh, min_mask_region_area. Returns the overlay PNG, [union mask PNG,
+        stability_score_thresh, min_mask_region_area, fast (default true: the core's fast preset;
+        false runs SAM's exact algorithm). Returns the overlay PNG, [union mask PNG,
         cut-out PNG, COCO RLE JSON of every mask] and a JSON summary with one entry per mask.
         """
         loaded = _image(image)

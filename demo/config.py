@@ -18,6 +18,9 @@ EVERYTHING_DEFAULTS: dict[str, float | int] = {
     "pred_iou_thresh": 0.88,
     "stability_score_thresh": 0.95,
     "min_mask_region_area": 0,
+    # The core's fast preset (coarse-to-fine grid that skips covered points, bf16 decoder);
+    # False runs SAM's exact algorithm. Accuracy against the exhaustive result: docs/benchmarks.md.
+    "fast": True,
 }
 # Bounds of the controls shown to visitors (and enforced for API callers).
 POINTS_PER_SIDE_RANGE = (4, 32)

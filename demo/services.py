@@ -346,7 +346,7 @@ def segment_prompts(served: ServedModel, image: np.ndarray, points: np.ndarray |
 
 def everything_settings(points_per_side: Any = None, pred_iou_thresh: Any = None,
                         stability_score_thresh: Any = None, min_mask_region_area: Any = None,
-                        points_per_batch: Any = None) -> dict[str, Any]:
+                        points_per_batch: Any = None, fast: Any = None) -> dict[str, Any]:
     """Segment-everything arguments with defaults filled in and values kept in range."""
     d = cfg.EVERYTHING_DEFAULTS
 
@@ -370,7 +370,19 @@ def everything_settings(points_per_side: Any = None, pred_iou_thresh: Any = None
                                       "Stability threshold"),
         "min_mask_region_area": int(num(min_mask_region_area, d["min_mask_region_area"], 0,
                                         cfg.MIN_REGION_AREA_MAX, "Minimum region area")),
+        "fast": bool(d["fast"]) if fast is None or fast == "" else _flag(fast),
     }
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise PromptError(f"fast must be true or false, got {value!r}.")
 
 
 @dataclass

@@ -57,15 +57,19 @@ def build(ctx: AppContext, session: gr.State) -> EverythingTab:
                 min_area = gr.Slider(0, cfg.MIN_REGION_AREA_MAX, value=int(d["min_mask_region_area"]), step=10,
                                      label="Minimum region area (pixels)",
                                      info="removes small islands and holes", elem_id="everything-min-area")
+                fast = gr.Checkbox(value=bool(d["fast"]), label="Fast mode",
+                                   info="coarse-to-fine grid that skips points already inside a mask, "
+                                        "bf16 decoder; untick for SAM's exact algorithm (slower)",
+                                   elem_id="everything-fast")
             panel = result_panel("everything", mask_label="All masks PNG")
     tab = EverythingTab(canvas, panel)
 
     @friendly
-    def on_run(current: Session, pps: float, iou_t: float, stab_t: float, area: float,
+    def on_run(current: Session, pps: float, iou_t: float, stab_t: float, area: float, fast_mode: bool,
                progress: gr.Progress = gr.Progress()) -> Any:
         if current.image is None:
             raise PromptError("Upload an image or pick an example first.")
-        settings = everything_settings(pps, iou_t, stab_t, area)
+        settings = everything_settings(pps, iou_t, stab_t, area, fast=fast_mode)
         served = ctx.models.get()
         image = current.image.array
         result = segment_everything(served, image, settings, progress=lambda f, msg: progress(f, desc=msg))
@@ -74,7 +78,7 @@ def build(ctx: AppContext, session: gr.State) -> EverythingTab:
         n = len(result.records)
         grid_n = settings["points_per_side"]
         info = (f"**{n} mask{'s' if n != 1 else ''}** in **{text.ms(result.total_ms)}** · "
-                f"{grid_n}×{grid_n} grid · {served.title}")
+                f"{grid_n}×{grid_n} grid{' (fast mode)' if settings['fast'] else ''} · {served.title}")
         if n == 0:
             info += " · nothing passed the thresholds; lower them or use a denser grid"
             if served.is_fallback:
@@ -82,7 +86,7 @@ def build(ctx: AppContext, session: gr.State) -> EverythingTab:
         new = replace(current, everything_info={"count": n, "ms": result.total_ms, **settings})
         return [overlay, *panel_values(info, files), new]
 
-    run.click(on_run, [session, grid, iou, stability, min_area], [canvas, *panel.outputs, session],
+    run.click(on_run, [session, grid, iou, stability, min_area, fast], [canvas, *panel.outputs, session],
               concurrency_id=EVERYTHING, concurrency_limit=cfg.EVERYTHING_CONCURRENCY,
               api_visibility="private", show_progress="full", show_progress_on=[canvas])
     return tab
