@@ -244,14 +244,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         # 5. everything: app default (fast preset) vs official default 32x32
         print("everything (app default vs official 32x32) ...", flush=True)
-        from mobile_sam_core.everything_fast import fast_everything_settings
-
-        fast_kw = fast_everything_settings()
+        fast_kw, source = app_everything_settings()
         r5 = b.interleaved("everything", ["ours", "official"], R["ev32"], warmup=0, name="astronaut",
                            hw=EVERYTHING_HW, kwargs={}, per_side={"ours": {"kwargs": fast_kw}})
         r5b = b.interleaved("everything", ["ours"], R["ev32"], warmup=0, name="astronaut", hw=EVERYTHING_HW,
                             kwargs=dict(points_per_side=16))
-        rows.append(dict(what="everything, app default", how="ours `fast_everything_settings()` (16x16, fast=True) vs "
+        rows.append(dict(what="everything, app default", how=f"ours with {source} ({fast_kw}) vs "
                          "official defaults (32x32), 1024x685 photo", res=r5, target=20.0,
                          extra=f"ours exact 16x16 (the demo's current settings): {fmt_t(med(r5b['ours']))}"))
 
@@ -298,20 +296,31 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
+def app_everything_settings() -> tuple:
+    """The Everything tab's defaults (``demo.config.EVERYTHING_DEFAULTS``) when demo/ exists,
+    else the core's ``fast_everything_settings()``."""
+    try:
+        from demo.config import EVERYTHING_DEFAULTS
+
+        return dict(EVERYTHING_DEFAULTS), "the app's `EVERYTHING_DEFAULTS`"
+    except Exception:
+        from mobile_sam_core.everything_fast import fast_everything_settings
+
+        return fast_everything_settings(), "`fast_everything_settings()`"
+
+
 def recall_block(ours: Worker, quick: bool) -> Dict[str, Any]:
     """Recall of the fast preset (and of exact 16x16) against exhaustive 32x32 (IoU >= 0.8).
 
     Only LiteMedSAM has real weights here; at SAM's default thresholds it accepts no masks from
     point prompts (it was trained with boxes), so thresholds are relaxed to 0 for this measurement.
     """
-    from mobile_sam_core.everything_fast import fast_everything_settings
-
     out: Dict[str, Any] = {}
     relaxed = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)
     ref = ours.call("lite_everything", name="coffee", hw=EVERYTHING_HW, kwargs=dict(points_per_side=32, **relaxed))
     ex16 = ours.call("lite_everything", name="coffee", hw=EVERYTHING_HW, kwargs=dict(points_per_side=16, **relaxed))
-    fast = ours.call("lite_everything", name="coffee", hw=EVERYTHING_HW,
-                     kwargs={**fast_everything_settings(), **relaxed})
+    app_kw = app_everything_settings()[0]
+    fast = ours.call("lite_everything", name="coffee", hw=EVERYTHING_HW, kwargs={**app_kw, **relaxed})
     rm = unpack(ref)
     out["lite_medsam_relaxed"] = {
         "reference_masks": len(rm),
@@ -320,7 +329,7 @@ def recall_block(ours: Worker, quick: bool) -> Dict[str, Any]:
         "times_s": {"exact32": ref["s"], "exact16": ex16["s"], "fast": fast["s"]},
     }
     default = {}
-    for label, kw in (("exact32", dict(points_per_side=32)), ("fast", fast_everything_settings())):
+    for label, kw in (("exact32", dict(points_per_side=32)), ("app default", app_kw)):
         default[label] = ours.call("lite_everything", name="coffee", hw=EVERYTHING_HW, kwargs=kw)["n"]
     out["lite_medsam_default_thresholds_masks"] = default
     return out

@@ -426,6 +426,8 @@ def encoder_runner(model: Any, precision: str = "fp32", backend: str = "auto") -
 
     enc = model.image_encoder
     tiny = isinstance(enc, TinyViTEncoder)
+    if any(t.device.type != "cpu" for t in enc.parameters()):
+        return enc  # the fast paths are CPU implementations
     if backend == "onnx" and precision != "fp32":
         raise ValueError("the onnx backend runs fp32 only")
     if backend == "onnx" and not onnx_available():

@@ -97,7 +97,7 @@ def process_batch_exact(
     """``SamAutomaticMaskGenerator._process_batch`` on the fast decoder; None if unsupported."""
     predictor = gen.predictor
     model = predictor.model
-    decoder = fast_decoder_for(model)
+    decoder = fast_decoder_for(model) if predictor.features.device.type == "cpu" else None
     if decoder is None:
         return None
     orig_h, orig_w = orig_size
@@ -189,6 +189,8 @@ def generate_fast(gen: Any, image: np.ndarray) -> Optional[MaskData]:
         return None
     predictor = gen.predictor
     model = predictor.model
+    if model.device.type != "cpu":
+        return None
     dtype = torch.bfloat16 if gen.fast_decoder_precision == "bf16" else torch.float32
     decoder = fast_decoder_for(model, dtype)
     if decoder is None:

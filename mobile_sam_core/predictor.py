@@ -196,7 +196,8 @@ class SamPredictor:
             raise ValueError("no prompt given: pass points, a box or a mask input")
         points = (point_coords, point_labels) if point_coords is not None else None
         sparse_embeddings, dense_embeddings = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-        decoder = fast_decoder_for(self.model) if self.fast_decoder and mask_input is None else None
+        cpu = self.features.device.type == "cpu"  # the fast paths are CPU implementations
+        decoder = fast_decoder_for(self.model) if self.fast_decoder and mask_input is None and cpu else None
         if decoder is not None:
             ctx = image_context(decoder, self.features, cached_dense_pe(self.model))
             low_res_masks, iou_predictions = decoder(ctx, sparse_embeddings, multimask_output)
@@ -209,8 +210,10 @@ class SamPredictor:
                 multimask_output=multimask_output,
             )
         size = self.model.image_encoder.img_size
-        if return_logits:
+        if return_logits or not cpu:
             masks = upscale_logits(low_res_masks, size, self.input_size, self.original_size)
+            if not return_logits:
+                masks = masks > self.model.mask_threshold
         else:  # bit-identical to thresholding upscale_logits, computed only near mask boundaries
             masks = threshold_upscaled(low_res_masks, size, self.input_size, self.original_size,
                                        self.model.mask_threshold)
