@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import math
 import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -406,14 +408,25 @@ def fast_decoder_for(model: Sam, dtype: torch.dtype = torch.float32) -> Optional
         return entry[1]
 
 
+_ctx_lock = threading.Lock()
+_ctx_cache: "OrderedDict[tuple, tuple]" = OrderedDict()
+_CTX_ENTRIES = 4  # per-image contexts are ~3x the embedding's size; keep only recent images
+
+
 def image_context(decoder: FastMaskDecoder, features: torch.Tensor, dense_pe: torch.Tensor) -> ImageContext:
-    """:meth:`FastMaskDecoder.prepare`, cached on the features tensor itself (dies with it)."""
-    key = (id(decoder), _version(features))
-    hit = getattr(features, "_msc_image_context", None)
-    if hit is not None and hit[0] == key:
-        return hit[1]
+    """:meth:`FastMaskDecoder.prepare`, cached for the few most recently used embeddings."""
+    key = (id(features), _version(features), id(decoder))
+    with _ctx_lock:
+        hit = _ctx_cache.get(key)
+        if hit is not None and hit[0]() is features:
+            _ctx_cache.move_to_end(key)
+            return hit[1]
     ctx = decoder.prepare(features, dense_pe)
-    features._msc_image_context = (key, ctx)  # type: ignore[attr-defined]
+    with _ctx_lock:
+        _ctx_cache[key] = (weakref.ref(features), ctx)
+        _ctx_cache.move_to_end(key)
+        while len(_ctx_cache) > _CTX_ENTRIES:
+            _ctx_cache.popitem(last=False)
     return ctx
 
 

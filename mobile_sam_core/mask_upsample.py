@@ -34,7 +34,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -116,10 +116,16 @@ class _Axis:
 
 def _interp2(src: np.ndarray, ys: np.ndarray, xs: np.ndarray, ay: _Axis, ax: _Axis, fma: bool) -> np.ndarray:
     """Values PyTorch's bilinear kernel computes at output pixels (ys, xs) of a 2-D ``src``."""
-    y0, y1, h0, h1 = ay.i0[ys], ay.i1[ys], ay.w0[ys], ay.w1[ys]
-    x0, x1, w0, w1 = ax.i0[xs], ax.i1[xs], ax.w0[xs], ax.w1[xs]
-    a, b = src[y0, x0], src[y0, x1]
-    c, d = src[y1, x0], src[y1, x1]
+    y0, y1 = ay.i0[ys], ay.i1[ys]
+    x0, x1 = ax.i0[xs], ax.i1[xs]
+    return _combine(src[y0, x0], src[y0, x1], src[y1, x0], src[y1, x1], ys, xs, ay, ax, fma)
+
+
+def _combine(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, ys: np.ndarray, xs: np.ndarray,
+             ay: _Axis, ax: _Axis, fma: bool) -> np.ndarray:
+    """PyTorch's bilinear arithmetic on the 2x2 samples (a b / c d) of output pixels (ys, xs)."""
+    h0, h1 = ay.w0[ys], ay.w1[ys]
+    w0, w1 = ax.w0[xs], ax.w1[xs]
     if fma:
         r0 = _fma32(a, w0, (b * w1).astype(np.float32))
         r1 = _fma32(c, w0, (d * w1).astype(np.float32))
@@ -141,7 +147,8 @@ def _detect_mode() -> str:
         if _mode is not None:
             return _mode
         rng = np.random.default_rng(1234)
-        cases = [(37, 53, 100, 77), (171, 256, 1500, 2241), (64, 48, 29, 200), (256, 171, 1024, 685)]
+        # small cases (the check runs once per process; keep its memory and time low)
+        cases = [(37, 53, 100, 77), (64, 48, 29, 200), (97, 131, 411, 530), (171, 256, 300, 449)]
         found = "none"
         for fma in (True, False):
             ok = True
@@ -314,7 +321,109 @@ def threshold_upscaled(
     out_hw = (int(original_size[0]), int(original_size[1]))
     if low_res.numel() == 0:
         return torch.zeros((*low_res.shape[:-2], *out_hw), dtype=torch.bool)
-    return threshold_input_maps(upscale_to_input(low_res.float(), img_size, input_size), original_size, threshold)
+    low_res = low_res.float()
+    mode = _detect_mode()
+    h, w = low_res.shape[-2:]
+    factor = img_size / h
+    in_hw = (int(input_size[0]), int(input_size[1]))
+    if mode == "none" or in_hw == out_hw or factor != int(factor):
+        return threshold_input_maps(upscale_to_input(low_res, img_size, input_size), original_size, threshold)
+    src_h = min(h, math.ceil(in_hw[0] / factor) + 1)
+    src_w = min(w, math.ceil(in_hw[1] / factor) + 1)
+    lead = low_res.shape[:-2]
+    planes = low_res.reshape(-1, h, w)[:, :src_h, :src_w].contiguous().numpy()
+    noisy = [_noisy(pl, threshold) for pl in planes]
+    out = np.empty((planes.shape[0], *out_hw), dtype=np.uint8)
+    fma = mode == "fma"
+    plan = _plan(in_hw, out_hw, fma)
+    stage1 = _plan1(int(factor), (src_h, src_w), in_hw, fma)
+    clean = [i for i, n in enumerate(noisy) if not n]
+    big = None
+    if clean:
+        big = upscale_to_input(torch.from_numpy(planes[clean])[:, None], img_size, in_hw)[:, 0].contiguous().numpy()
+    total = out_hw[0] * out_hw[1]
+
+    def work(i: int) -> None:
+        if noisy[i]:
+            _threshold_two_stage(planes[i], stage1, plan, threshold, out[i])
+        else:
+            out[i] = _threshold_one(big[clean.index(i)], plan, threshold, total)
+
+    _parallel(work, range(planes.shape[0]))
+    return torch.from_numpy(out.view(np.bool_)).reshape(*lead, *out_hw)
+
+
+def _parallel(fn: Any, items: Any) -> None:
+    """Run ``fn`` over items on up to torch's intra-op thread count (numpy/OpenCV release the GIL)."""
+    items = list(items)
+    n = min(len(items), max(1, torch.get_num_threads()))
+    if n <= 1:
+        for it in items:
+            fn(it)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        for _ in pool.map(fn, items):
+            pass
+
+
+def _noisy(low: np.ndarray, t: float) -> bool:
+    """True when many low-res 2x2 cells straddle the threshold (mask boundaries everywhere)."""
+    if low.shape[0] < 2 or low.shape[1] < 2:
+        return False
+    pos = low > t
+    mixed = (pos[:-1, :-1] != pos[1:, :-1]) | (pos[:-1, :-1] != pos[:-1, 1:]) | (pos[:-1, :-1] != pos[1:, 1:])
+    return float(mixed.mean()) > _NOISY_LOWRES_FRACTION
+
+
+# Above this share of mixed low-res cells the dense two-stage path is cheaper than cell classification.
+_NOISY_LOWRES_FRACTION = 0.02
+
+
+class _Stage1:
+    """The x``factor`` first resize (scale given, as in :func:`upscale_to_input`), cropped."""
+
+    def __init__(self, factor: int, src_hw: Tuple[int, int], in_hw: Tuple[int, int], fma: bool) -> None:
+        self.src_hw, self.in_hw, self.factor = src_hw, in_hw, factor
+        ratio = np.float32(1.0 / factor)
+        self.ay = _Axis(src_hw[0], factor * src_hw[0], float(ratio), fma)
+        self.ax = _Axis(src_hw[1], factor * src_hw[1], float(ratio), fma)
+        self.fma = fma
+
+    def exact(self, low: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        return _interp2(low, ys, xs, self.ay, self.ax, self.fma)
+
+
+@functools.lru_cache(maxsize=32)
+def _plan1(factor: int, src_hw: Tuple[int, int], in_hw: Tuple[int, int], fma: bool) -> _Stage1:
+    return _Stage1(factor, src_hw, in_hw, fma)
+
+
+def _threshold_two_stage(low: np.ndarray, s1: _Stage1, plan: ResizePlan, t: float, out: np.ndarray) -> None:
+    """Dense path for noisy masks: both resizes by OpenCV, exact values where it could matter.
+
+    |OpenCV - PyTorch| after the first resize is at most ``_dense_margin(low)``; the second resize
+    is a convex combination, so that bound carries over and adds to the second resize's own bound.
+    Pixels within the sum of both bounds of the threshold are recomputed exactly (both stages
+    emulated from the low-res logits).
+    """
+    import cv2
+
+    f = s1.factor
+    b = cv2.resize(low, (low.shape[1] * f, low.shape[0] * f), interpolation=cv2.INTER_LINEAR)
+    b = np.ascontiguousarray(b[: s1.in_hw[0], : s1.in_hw[1]])
+    a = cv2.resize(b, (plan.out_hw[1], plan.out_hw[0]), interpolation=cv2.INTER_LINEAR)
+    margin = 1.05 * _dense_margin(low) + _dense_margin(b)
+    np.greater(a, np.float32(t), out=out.view(np.bool_))
+    idx = _uncertain(a, t, margin)
+    if idx.size:
+        ys, xs = np.divmod(idx, plan.out_hw[1])
+        ay, ax = plan.ay, plan.ax
+        y0, y1, x0, x1 = ay.i0[ys], ay.i1[ys], ax.i0[xs], ax.i1[xs]
+        vals = _combine(s1.exact(low, y0, x0), s1.exact(low, y0, x1), s1.exact(low, y1, x0), s1.exact(low, y1, x1),
+                        ys, xs, ay, ax, plan.fma)
+        out.ravel()[idx] = vals > t
 
 
 def threshold_input_maps(big: torch.Tensor, original_size: Sequence[int], threshold: float = 0.0) -> torch.Tensor:
@@ -336,8 +445,11 @@ def threshold_input_maps(big: torch.Tensor, original_size: Sequence[int], thresh
     srcs = big.reshape(-1, *in_hw).float().contiguous().numpy()
     out = np.empty((srcs.shape[0], *out_hw), dtype=np.uint8)
     total = out_hw[0] * out_hw[1]
-    for i in range(srcs.shape[0]):
+
+    def work(i: int) -> None:
         out[i] = _threshold_one(srcs[i], plan, threshold, total)
+
+    _parallel(work, range(srcs.shape[0]))
     return torch.from_numpy(out.view(np.bool_)).reshape(*lead, *out_hw)
 
 
