@@ -270,19 +270,25 @@ def upscale_to_input(low_res: torch.Tensor, img_size: int, input_size: Sequence[
     )[..., :in_h, :in_w]
 
 
-def _dense_margin(b: np.ndarray) -> float:
+def _dense_margin(b: np.ndarray, diff_scale: float = 1.0) -> float:
     """Bound on |approximate - exact| for :func:`_approx_resize` of map ``b``.
 
-    Both OpenCV and PyTorch compute convex combinations of the same 2x2 samples; their
-    fractional weights differ by less than 2e-4 per axis (float32 coordinates up to ~10^4), so
-    values differ by at most 2e-4 * (|dx| + |dy|) plus a few float32 roundings of max|b|.
-    The margin below is five times that.
+    Both OpenCV and PyTorch compute convex combinations of the same 2x2 samples. PyTorch's
+    source coordinate ``fma(in/out, d + 0.5, -0.5)`` in float32 is within ``2u * in`` of the exact
+    one (u = 2^-24), OpenCV's (double, cast to float32) within ``u * in``; for inputs up to 1024
+    samples per axis the fractional weights therefore differ by < 1.9e-4 per axis, and by
+    continuity (also when the two land on different sides of a sample) values differ by at most
+    1.9e-4 * (max|dx| + max|dy|) plus about ten float32 roundings of max|b| (< 1e-6 max|b|).
+    The margin below is 2.5 times that (and scales the coordinate term with larger inputs).
+    ``diff_scale`` lets callers pass the low-res logits instead of ``b`` (differences shrink by
+    the upscaling factor; max|b| <= max|low-res|).
     """
     if b.size == 0:
         return _TINY
     dy = float(np.abs(np.diff(b, axis=0)).max()) if b.shape[0] > 1 else 0.0
     dx = float(np.abs(np.diff(b, axis=1)).max()) if b.shape[1] > 1 else 0.0
-    return 1e-3 * (dx + dy) + 1e-5 * float(np.abs(b).max()) + _TINY
+    scale = max(1.0, max(b.shape) / 1024.0)
+    return 5e-4 * scale * diff_scale * (dx + dy) + 5e-6 * float(np.abs(b).max()) + _TINY
 
 
 def _approx_resize(b: np.ndarray, out_hw: Tuple[int, int]) -> Optional[np.ndarray]:
@@ -331,25 +337,22 @@ def threshold_upscaled(
     src_h = min(h, math.ceil(in_hw[0] / factor) + 1)
     src_w = min(w, math.ceil(in_hw[1] / factor) + 1)
     lead = low_res.shape[:-2]
-    planes = low_res.reshape(-1, h, w)[:, :src_h, :src_w].contiguous().numpy()
-    noisy = [_noisy(pl, threshold) for pl in planes]
-    out = np.empty((planes.shape[0], *out_hw), dtype=np.uint8)
-    fma = mode == "fma"
-    plan = _plan(in_hw, out_hw, fma)
-    stage1 = _plan1(int(factor), (src_h, src_w), in_hw, fma)
-    clean = [i for i, n in enumerate(noisy) if not n]
-    big = None
-    if clean:
-        big = upscale_to_input(torch.from_numpy(planes[clean])[:, None], img_size, in_hw)[:, 0].contiguous().numpy()
+    flat = low_res.reshape(-1, h, w)
+    crops = flat[:, :src_h, :src_w].numpy()
+    noisy = [_noisy(pl, threshold) for pl in crops]
+    # Bound for the dense path from the low-res logits: the x``factor`` resize is a convex
+    # combination (max|b| <= max|low|) whose neighbouring outputs differ by at most
+    # max|neighbouring low-res difference| / factor.
+    margins = [_dense_margin(pl, 1.01 / factor) if n else None for pl, n in zip(crops, noisy)]
+    big = upscale_to_input(flat[:, None], img_size, in_hw)[:, 0].contiguous().numpy()
+    plan = _plan(in_hw, out_hw, mode == "fma")
+    out = np.empty((flat.shape[0], *out_hw), dtype=np.uint8)
     total = out_hw[0] * out_hw[1]
 
     def work(i: int) -> None:
-        if noisy[i]:
-            _threshold_two_stage(planes[i], stage1, plan, threshold, out[i])
-        else:
-            out[i] = _threshold_one(big[clean.index(i)], plan, threshold, total)
+        out[i] = _threshold_one(big[i], plan, threshold, total, dense=noisy[i], margin=margins[i])
 
-    _parallel(work, range(planes.shape[0]))
+    _parallel(work, range(flat.shape[0]))
     return torch.from_numpy(out.view(np.bool_)).reshape(*lead, *out_hw)
 
 
@@ -381,49 +384,17 @@ def _noisy(low: np.ndarray, t: float) -> bool:
 _NOISY_LOWRES_FRACTION = 0.02
 
 
-class _Stage1:
-    """The x``factor`` first resize (scale given, as in :func:`upscale_to_input`), cropped."""
-
-    def __init__(self, factor: int, src_hw: Tuple[int, int], in_hw: Tuple[int, int], fma: bool) -> None:
-        self.src_hw, self.in_hw, self.factor = src_hw, in_hw, factor
-        ratio = np.float32(1.0 / factor)
-        self.ay = _Axis(src_hw[0], factor * src_hw[0], float(ratio), fma)
-        self.ax = _Axis(src_hw[1], factor * src_hw[1], float(ratio), fma)
-        self.fma = fma
-
-    def exact(self, low: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-        return _interp2(low, ys, xs, self.ay, self.ax, self.fma)
-
-
-@functools.lru_cache(maxsize=32)
-def _plan1(factor: int, src_hw: Tuple[int, int], in_hw: Tuple[int, int], fma: bool) -> _Stage1:
-    return _Stage1(factor, src_hw, in_hw, fma)
-
-
-def _threshold_two_stage(low: np.ndarray, s1: _Stage1, plan: ResizePlan, t: float, out: np.ndarray) -> None:
-    """Dense path for noisy masks: both resizes by OpenCV, exact values where it could matter.
-
-    |OpenCV - PyTorch| after the first resize is at most ``_dense_margin(low)``; the second resize
-    is a convex combination, so that bound carries over and adds to the second resize's own bound.
-    Pixels within the sum of both bounds of the threshold are recomputed exactly (both stages
-    emulated from the low-res logits).
-    """
-    import cv2
-
-    f = s1.factor
-    b = cv2.resize(low, (low.shape[1] * f, low.shape[0] * f), interpolation=cv2.INTER_LINEAR)
-    b = np.ascontiguousarray(b[: s1.in_hw[0], : s1.in_hw[1]])
-    a = cv2.resize(b, (plan.out_hw[1], plan.out_hw[0]), interpolation=cv2.INTER_LINEAR)
-    margin = 1.05 * _dense_margin(low) + _dense_margin(b)
-    np.greater(a, np.float32(t), out=out.view(np.bool_))
-    idx = _uncertain(a, t, margin)
+def _threshold_dense(b: np.ndarray, plan: ResizePlan, t: float, margin: Optional[float] = None) -> Optional[np.ndarray]:
+    """OpenCV's resize, then exact values for pixels within the certified bound of ``t``."""
+    a = _approx_resize(b, plan.out_hw)
+    if a is None:
+        return None
+    res = (a > np.float32(t)).view(np.uint8)
+    idx = _uncertain(a, t, _dense_margin(b) if margin is None else margin)
     if idx.size:
         ys, xs = np.divmod(idx, plan.out_hw[1])
-        ay, ax = plan.ay, plan.ax
-        y0, y1, x0, x1 = ay.i0[ys], ay.i1[ys], ax.i0[xs], ax.i1[xs]
-        vals = _combine(s1.exact(low, y0, x0), s1.exact(low, y0, x1), s1.exact(low, y1, x0), s1.exact(low, y1, x1),
-                        ys, xs, ay, ax, plan.fma)
-        out.ravel()[idx] = vals > t
+        res.ravel()[idx] = _interp2(b, ys, xs, plan.ay, plan.ax, plan.fma) > t
+    return res
 
 
 def threshold_input_maps(big: torch.Tensor, original_size: Sequence[int], threshold: float = 0.0) -> torch.Tensor:
@@ -453,17 +424,19 @@ def threshold_input_maps(big: torch.Tensor, original_size: Sequence[int], thresh
     return torch.from_numpy(out.view(np.bool_)).reshape(*lead, *out_hw)
 
 
-def _threshold_one(b: np.ndarray, plan: ResizePlan, t: float, total: int) -> np.ndarray:
+def _threshold_one(b: np.ndarray, plan: ResizePlan, t: float, total: int, dense: bool = False,
+                   margin: Optional[float] = None) -> np.ndarray:
+    """One map: the cell path for clean masks, the dense path for noisy ones (``dense``, or
+    when the cells say so)."""
+    if dense:
+        res = _threshold_dense(b, plan, t, margin)
+        if res is not None:
+            return res
     above, band = plan.classify(b[None], t)
     band_px = float(plan.ay.counts @ band[0].astype(np.float64) @ plan.ax.counts) if band.any() else 0.0
     if band_px > _DENSE_BAND_FRACTION * total:
-        a = _approx_resize(b, plan.out_hw)
-        if a is not None:
-            res = (a > np.float32(t)).view(np.uint8)
-            idx = _uncertain(a, t, _dense_margin(b))
-            if idx.size:
-                ys, xs = np.divmod(idx, plan.out_hw[1])
-                res.ravel()[idx] = _interp2(b, ys, xs, plan.ay, plan.ax, plan.fma) > t
+        res = _threshold_dense(b, plan, t)
+        if res is not None:
             return res
     full = plan.expand(above[0].view(np.uint8))
     if band_px:
