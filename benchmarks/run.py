@@ -490,6 +490,20 @@ def render_markdown(table: str, rows: List[Dict[str, Any]], app: Dict[str, Any],
                          f"click round trips (ms): {', '.join(f'{v:.0f}' for v in app['click_ms'])}; "
                          f"everything (app settings) {app.get('everything_s', float('nan')):.1f} s; "
                          f"RSS after start {app['rss_after_start_mb']:.0f} MB, peak {app['peak_rss_mb']:.0f} MB")
+    lines += ["", "### Reading the table", "",
+              "- *official + allocator tuning* runs the official code with the glibc setting that "
+              "`mobile_sam_core` applies on first use (freed blocks are reused instead of being returned to "
+              "the OS after every tensor; on this virtual machine each fresh 4-64 MB tensor otherwise costs "
+              "thousands of page faults). The speed-up against it is what the code changes alone buy.",
+              "- Random weights make noise-like masks: 10-30% of the full-size pixels lie in cells whose four "
+              "source logits straddle the threshold (about 1-3% for real weights, e.g. LiteMedSAM box masks). "
+              "The click row is therefore the worst case for the sparse mask thresholding; with clean masks it "
+              "skips almost all of the full-size upsampling.",
+              "- Exact paths compute the same float32 values in a different order (embeddings within 1e-5 of the "
+              "reference modules, masks identical except where a logit ties the threshold); "
+              "tests/test_fast_paths.py checks every bound. The fast paths (bf16 encoder, `fast=True` everything) "
+              "are opt-in except the app's Everything tab, which uses the fast preset by default.",
+              ]
     lines += ["", "## Scaling", "", f"![scaling]({plot_name})", "",
               "| image (HxW) | encoder ours | encoder official | click ours | click official | "
               "everything 8x8 ours | everything 8x8 official |", "|---|---|---|---|---|---|---|"]
