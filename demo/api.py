@@ -92,7 +92,7 @@ def build_api(ctx: AppContext) -> None:
         multimask = gr.Checkbox(value=True, label="multimask")
         box = gr.JSON(label="box")
         settings = gr.JSON(label="settings")
-        overlay = gr.Image(label="overlay", type="filepath", format="png")
+        overlay = gr.Image(label="overlay", type="filepath", format="jpeg")
         files = gr.File(label="mask files", file_count="multiple")
         info = gr.JSON(label="result")
         trigger_points = gr.Button("segment_points")
@@ -104,7 +104,7 @@ def build_api(ctx: AppContext) -> None:
 
         points: [[x, y], ...] in pixels of the image (JSON list or string); labels: 1 = foreground,
         0 = background (default: all 1); multimask: return three candidates (best first in `best`).
-        Returns the overlay PNG, [mask PNG, cut-out PNG, COCO RLE JSON] and a JSON summary.
+        Returns the overlay JPEG, [mask PNG, cut-out PNG, COCO RLE JSON] and a JSON summary.
         """
         loaded = _image(image)
         try:
@@ -120,7 +120,7 @@ def build_api(ctx: AppContext) -> None:
         """Segment the object inside a box, optionally refined by points.
 
         box: [x0, y0, x1, y1] in image pixels (clipped to the image); points/labels as in
-        /segment_points. Returns the overlay PNG, [mask PNG, cut-out PNG, COCO RLE JSON] and a JSON
+        /segment_points. Returns the overlay JPEG, [mask PNG, cut-out PNG, COCO RLE JSON] and a JSON
         summary.
         """
         loaded = _image(image)
@@ -140,7 +140,7 @@ def build_api(ctx: AppContext) -> None:
 
         settings (all optional): points_per_side (4-32, default 16), pred_iou_thresh,
         stability_score_thresh, min_mask_region_area, fast (default true: the core's fast preset;
-        false runs SAM's exact algorithm). Returns the overlay PNG, [union mask PNG,
+        false runs SAM's exact algorithm). Returns the overlay JPEG, [union mask PNG,
         cut-out PNG, COCO RLE JSON of every mask] and a JSON summary with one entry per mask.
         """
         loaded = _image(image)
@@ -175,7 +175,7 @@ def build_api(ctx: AppContext) -> None:
                   "stability_score": round(float(r["stability_score"]), 6)} for r in result.records]
         info = {**served.describe(), **_size_info(loaded), "count": len(masks), "settings": args,
                 "timings_ms": {"total_ms": round(result.total_ms, 1)}, "masks": masks}
-        return out.overlay_png, out.as_list(), info
+        return out.overlay_jpg, out.as_list(), info
 
     common = dict(concurrency_id=API, concurrency_limit=cfg.API_CONCURRENCY)
     trigger_points.click(segment_points, [image, points, labels, multimask], [overlay, files, info],

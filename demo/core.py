@@ -36,6 +36,7 @@ from mobile_sam_core.images import (  # noqa: F401
 )
 from mobile_sam_core.render import (  # noqa: F401
     cutout_rgba,
+    encode_jpeg,
     encode_png,
     mask_to_png_bytes,
     masks_to_coco_json,

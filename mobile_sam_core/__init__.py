@@ -21,6 +21,7 @@ from .images import ImageLoadError, LoadedImage, PromptError, clip_box, load_ima
 from .predictor import SamPredictor
 from .render import (
     cutout_rgba,
+    encode_jpeg,
     encode_png,
     mask_iou,
     mask_to_png_bytes,
@@ -46,6 +47,7 @@ __all__ = [
     "clip_box",
     "cutout_rgba",
     "download_checkpoint",
+    "encode_jpeg",
     "encode_png",
     "load_image",
     "mask_iou",

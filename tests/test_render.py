@@ -267,3 +267,33 @@ def test_mask_bbox():
     assert mask_bbox(rect(3, 4, 4, 5)) == (3, 4, 4, 5)
     assert mask_bbox(np.zeros((H, W), bool)) is None
     assert mask_bbox(rect(10, 5, 30, 25).astype(np.uint8)) == (10, 5, 30, 25)
+
+
+def test_encode_jpeg_round_trips_closely_and_rejects_bad_input():
+    import io
+
+    from PIL import Image
+
+    from mobile_sam_core.render import encode_jpeg
+
+    yy, xx = np.mgrid[0:64, 0:96]
+    img = np.stack([xx * 2, yy * 3, (xx + yy)], axis=-1).astype(np.uint8)
+    data = encode_jpeg(img)
+    assert data[:2] == b"\xff\xd8"
+    back = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
+    assert back.shape == img.shape and np.abs(back - img).mean() < 3
+    with pytest.raises(ValueError):
+        encode_jpeg(np.zeros((4, 4), np.uint8))
+
+
+def test_overlay_leaves_pixels_outside_the_masks_box_untouched():
+    img = np.full((50, 80, 3), 100, np.uint8)
+    m = np.zeros((50, 80), bool)
+    m[10:20, 30:40] = True
+    out = overlay_masks(img, m, contours=False)
+    assert (out[m] != 100).any() and (out[~m] == 100).all()
+    with_contour = overlay_masks(img, m)
+    changed = np.argwhere((with_contour != img).any(-1))
+    # the outline hugs the mask: nothing changes more than a few pixels away from it
+    assert changed[:, 0].min() >= 7 and changed[:, 0].max() <= 22
+    assert changed[:, 1].min() >= 27 and changed[:, 1].max() <= 42
