@@ -57,15 +57,18 @@ def _size_info(loaded: LoadedImage) -> dict[str, Any]:
 
 
 def _prompt_response(ctx: AppContext, loaded: LoadedImage, stem: str, points_w: np.ndarray, labels: np.ndarray,
-                     box_w: np.ndarray | None, multimask: bool, extra: dict[str, Any]) -> tuple:
+                     box_w: np.ndarray | None, multimask: bool, extra: dict[str, Any],
+                     want_files: bool = True) -> tuple:
     served = ctx.models.get()
     image = loaded.array
     result = segment_prompts(served, image, points_w if len(points_w) else None,
-                             labels if len(points_w) else None, box_w, multimask=multimask)
+                             labels if len(points_w) else None, box_w, multimask=multimask,
+                             digest=loaded.digest, best_only=not want_files)
     best = result.best
     to_original = loaded.mask_to_original if loaded.scale != 1.0 else None
-    files = ctx.store.write_prompt_outputs(stem, image, result.masks, result.scores, best, to_original=to_original)
-    overlay = render_prompt_overlay(image, result.masks[best], points_w if len(points_w) else None, labels,
+    files = (ctx.store.write_prompt_outputs(stem, image, result.masks, result.scores, best, to_original=to_original)
+             if want_files else None)
+    overlay = render_prompt_overlay(image, result.best_mask, points_w if len(points_w) else None, labels,
                                     box_w)
     overlay_path = ctx.store.write_overlay(stem, overlay)
     info = {
@@ -73,14 +76,14 @@ def _prompt_response(ctx: AppContext, loaded: LoadedImage, stem: str, points_w: 
         **_size_info(loaded),
         "scores": [round(float(s), 6) for s in result.scores],
         "best": best,
-        "mask_area": int(result.masks[best].sum()),
+        "mask_area": int(np.count_nonzero(result.best_mask)),
         "timings_ms": result.timings(),
         "files": {"mask_png": "mask of the best candidate (white = object), at image_size",
                   "cutout_png": "RGBA cut-out of the best candidate, cropped, at working_size",
-                  "rle_json": "COCO RLE of every candidate, at image_size"},
+                  "rle_json": "COCO RLE of every candidate, at image_size"} if want_files else {},
         **extra,
     }
-    return overlay_path, files.as_list(), info
+    return overlay_path, files.as_list() if files else [], info
 
 
 def build_api(ctx: AppContext) -> None:
@@ -90,6 +93,7 @@ def build_api(ctx: AppContext) -> None:
         points = gr.JSON(label="points")
         labels = gr.JSON(label="labels")
         multimask = gr.Checkbox(value=True, label="multimask")
+        with_files = gr.Checkbox(value=True, label="files")
         box = gr.JSON(label="box")
         settings = gr.JSON(label="settings")
         overlay = gr.Image(label="overlay", type="filepath", format="jpeg")
@@ -99,11 +103,13 @@ def build_api(ctx: AppContext) -> None:
         trigger_box = gr.Button("segment_box")
         trigger_everything = gr.Button("segment_everything")
 
-    def segment_points(image: str, points: Any, labels: Any = None, multimask: bool = True) -> tuple:
+    def segment_points(image: str, points: Any, labels: Any = None, multimask: bool = True,
+                       files: bool = True) -> tuple:
         """Segment the object at the given points.
 
         points: [[x, y], ...] in pixels of the image (JSON list or string); labels: 1 = foreground,
-        0 = background (default: all 1); multimask: return three candidates (best first in `best`).
+        0 = background (default: all 1); multimask: return three candidates (best first in `best`);
+        files: false skips the download files (a live preview: overlay and summary only).
         Returns the overlay JPEG, [mask PNG, cut-out PNG, COCO RLE JSON] and a JSON summary.
         """
         loaded = _image(image)
@@ -112,14 +118,15 @@ def build_api(ctx: AppContext) -> None:
             if not len(coords):
                 raise PromptError("No points given: pass points=[[x, y], ...] in image pixels.")
             return _prompt_response(ctx, loaded, _stem(image), _working(loaded, coords), labs, None,
-                                    bool(multimask), {"points": coords.tolist(), "labels": labs.tolist()})
+                                    bool(multimask), {"points": coords.tolist(), "labels": labs.tolist()},
+                                    want_files=bool(files))
         except PromptError as exc:
             raise gr.Error(str(exc), title="Bad prompt") from exc
 
-    def segment_box(image: str, box: Any, points: Any = None, labels: Any = None) -> tuple:
+    def segment_box(image: str, box: Any, points: Any = None, labels: Any = None, files: bool = True) -> tuple:
         """Segment the object inside a box, optionally refined by points.
 
-        box: [x0, y0, x1, y1] in image pixels (clipped to the image); points/labels as in
+        box: [x0, y0, x1, y1] in image pixels (clipped to the image); points/labels and files as in
         /segment_points. Returns the overlay JPEG, [mask PNG, cut-out PNG, COCO RLE JSON] and a JSON
         summary.
         """
@@ -131,7 +138,8 @@ def build_api(ctx: AppContext) -> None:
             coords, labs = check_points(points, labels, loaded.original_size)
             return _prompt_response(ctx, loaded, _stem(image), _working(loaded, coords), labs,
                                     _box_working(loaded, b), False,
-                                    {"box": b.tolist(), "points": coords.tolist(), "labels": labs.tolist()})
+                                    {"box": b.tolist(), "points": coords.tolist(), "labels": labs.tolist()},
+                                    want_files=bool(files))
         except PromptError as exc:
             raise gr.Error(str(exc), title="Bad prompt") from exc
 
@@ -178,9 +186,9 @@ def build_api(ctx: AppContext) -> None:
         return out.overlay_jpg, out.as_list(), info
 
     common = dict(concurrency_id=API, concurrency_limit=cfg.API_CONCURRENCY)
-    trigger_points.click(segment_points, [image, points, labels, multimask], [overlay, files, info],
+    trigger_points.click(segment_points, [image, points, labels, multimask, with_files], [overlay, files, info],
                          api_name="segment_points", **common)
-    trigger_box.click(segment_box, [image, box, points, labels], [overlay, files, info],
+    trigger_box.click(segment_box, [image, box, points, labels, with_files], [overlay, files, info],
                       api_name="segment_box", **common)
     trigger_everything.click(segment_everything_api, [image, settings], [overlay, files, info],
                              api_name="segment_everything", concurrency_id=EVERYTHING,

@@ -30,6 +30,8 @@ MAX_POINTS = 32  # prompt points per request; SAM was trained with far fewer
 MAX_FILE_SIZE = "20mb"  # upload limit (gradio's launch(max_file_size=...))
 # Output files older than this are removed (ours and gradio's copies of them).
 OUTPUT_MAX_AGE_S = 3600
+# Decoded uploads kept by content (API callers send the same file with every click).
+DECODED_CACHE_MB = 64
 DELETE_CACHE = (1800, OUTPUT_MAX_AGE_S)  # gradio: (every N seconds, files older than M seconds)
 
 # Queue. Each group below runs at most N events at once, and the groups run side by side:

@@ -93,7 +93,7 @@ def wire_input(ctx: AppContext, panel: InputPanel, session: gr.State, banner: gr
         from .services import encode_image
 
         served = ctx.models.get()
-        elapsed, cached = encode_image(served, current.image.array)
+        elapsed, cached = encode_image(served, current.image.array, current.image.digest)
         h, w = current.size
         how = "already encoded (cache)" if cached else f"encoded in {text.ms(elapsed)}"
         hint = "drag a box in the Box tab" if served.is_fallback else "click on an object"

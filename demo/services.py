@@ -7,6 +7,7 @@ Nothing here keeps visitor data: every function takes what it needs and returns 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -14,6 +15,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,12 +188,53 @@ def read_image(source: Any) -> LoadedImage:
             raise ImageLoadError("The uploaded file could not be found on the server; please upload it again.")
         if path.stat().st_size == 0:
             raise ImageLoadError("The uploaded file is empty.")
+        return _decoded.get_or_load(path)
     return load_image(source)
+
+
+class _DecodedUploads:
+    """Decoded images keyed by a hash of the file's bytes, least recently used dropped first.
+
+    API callers upload the same photo with every click; hashing ~1 MB of JPEG costs ~1 ms where
+    decoding it and hashing its pixels cost ~50 ms. Keyed by content, so a visitor can only get
+    back the decoding of bytes they sent themselves. Cached arrays are read-only.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, LoadedImage] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get_or_load(self, path: Path) -> LoadedImage:
+        raw = path.read_bytes()
+        key = hashlib.blake2b(raw, digest_size=16).hexdigest()
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                return hit
+        loaded = load_image(path)
+        loaded.array.flags.writeable = False
+        _ = loaded.digest  # computed once, outside the lock
+        size = loaded.array.nbytes
+        if size <= self.max_bytes:
+            with self._lock:
+                if key not in self._items:
+                    self._items[key] = loaded
+                    self._bytes += size
+                while self._bytes > self.max_bytes:
+                    _, old = self._items.popitem(last=False)
+                    self._bytes -= old.array.nbytes
+        return loaded
+
+
+_decoded = _DecodedUploads(cfg.DECODED_CACHE_MB * 2**20)
 
 
 def image_key(image: LoadedImage) -> str:
     """Short content digest of the working image (identifies it in logs and file names)."""
-    return image_digest(image.array)[:16]
+    return image.digest[:16]
 
 
 class _EncodeGate:
@@ -225,17 +268,20 @@ class _EncodeGate:
 _encode_gate = _EncodeGate()
 
 
-def _set_image(predictor: Any, served: ServedModel, image: np.ndarray) -> None:
+def _set_image(predictor: Any, served: ServedModel, image: np.ndarray, digest: str | None = None) -> None:
     token = getattr(served.model, "cache_token", None) or f"id:{id(served.model)}"
-    with _encode_gate.hold((token, image_digest(image))):
-        predictor.set_image(image)
+    digest = digest or image_digest(image)
+    with _encode_gate.hold((token, digest)):
+        predictor.set_image(image, digest=digest)
 
 
-def encode_image(served: ServedModel, image: np.ndarray) -> tuple[float, bool]:
-    """Compute (or find in the shared cache) the image embedding. Returns (ms, from_cache)."""
+def encode_image(served: ServedModel, image: np.ndarray, digest: str | None = None) -> tuple[float, bool]:
+    """Compute (or find in the shared cache) the image embedding. Returns (ms, from_cache).
+
+    ``digest`` is ``image_digest(image)`` when known (``LoadedImage.digest``)."""
     predictor = make_predictor(served.model)
     t0 = time.perf_counter()
-    _set_image(predictor, served, image)
+    _set_image(predictor, served, image, digest)
     return (time.perf_counter() - t0) * 1000.0, bool(getattr(predictor, "last_set_image_from_cache", False))
 
 
@@ -305,13 +351,14 @@ def check_box(box: Any, size: tuple[int, int]) -> np.ndarray | None:
 class PromptResult:
     """Candidate masks for one prompt set, on the working image."""
 
-    masks: np.ndarray  # C x H x W bool
+    masks: np.ndarray | None  # C x H x W bool; None for a preview (best_only)
     scores: np.ndarray  # C predicted IoU
     best: int
     encoder_ms: float
     encoder_cached: bool
     decoder_ms: float
     model: str
+    best_mask: np.ndarray  # H x W bool, the candidate with the highest score
 
     def timings(self) -> dict[str, Any]:
         return {"encoder_ms": round(self.encoder_ms, 1), "encoder_cached": self.encoder_cached,
@@ -320,28 +367,34 @@ class PromptResult:
 
 def segment_prompts(served: ServedModel, image: np.ndarray, points: np.ndarray | None = None,
                     labels: np.ndarray | None = None, box: np.ndarray | None = None, *,
-                    multimask: bool = True) -> PromptResult:
-    """Run the predictor on already checked prompts (working-image pixels)."""
+                    multimask: bool = True, digest: str | None = None, best_only: bool = False) -> PromptResult:
+    """Run the predictor on already checked prompts (working-image pixels).
+
+    ``digest``: ``image_digest(image)`` when known (saves hashing the pixels on every click).
+    ``best_only``: bring only the best candidate to full size (``masks`` is then None)."""
     has_points = points is not None and len(points) > 0
     if not has_points and box is None:
         raise PromptError("No prompt yet: click on the object (Points tab) or drag a box (Box tab).")
     predictor = make_predictor(served.model)
     t0 = time.perf_counter()
-    _set_image(predictor, served, image)
+    _set_image(predictor, served, image, digest)
     t1 = time.perf_counter()
-    masks, scores, _ = predictor.predict(
-        point_coords=points if has_points else None,
-        point_labels=labels if has_points else None,
-        box=box,
-        multimask_output=multimask,
-    )
+    prompts = dict(point_coords=points if has_points else None, point_labels=labels if has_points else None,
+                   box=box, multimask_output=multimask)
+    if best_only:
+        best_mask, best, scores, _ = predictor.predict_best(**prompts)
+        masks = None
+    else:
+        masks, scores, _ = predictor.predict(**prompts)
+        masks = np.asarray(masks, dtype=bool)
+        best = int(np.argmax(scores))
+        best_mask = masks[best]
     t2 = time.perf_counter()
-    scores = np.asarray(scores, dtype=np.float64)
     return PromptResult(
-        masks=np.asarray(masks, dtype=bool), scores=scores, best=int(np.argmax(scores)),
+        masks=masks, scores=np.asarray(scores, dtype=np.float64), best=int(best),
         encoder_ms=(t1 - t0) * 1000.0,
         encoder_cached=bool(getattr(predictor, "last_set_image_from_cache", False)),
-        decoder_ms=(t2 - t1) * 1000.0, model=served.name,
+        decoder_ms=(t2 - t1) * 1000.0, model=served.name, best_mask=np.asarray(best_mask, dtype=bool),
     )
 
 

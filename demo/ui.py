@@ -22,6 +22,7 @@ INTERACTIVE = "interactive"
 EVERYTHING = "everything"
 ENCODE = "encode"
 API = "api"
+FILES = "files"
 
 FOREGROUND = "Foreground (include)"
 BACKGROUND = "Background (exclude)"
@@ -50,6 +51,10 @@ class ResultPanel:
     def outputs(self) -> list[gr.components.Component]:
         return [self.info, self.mask, self.cutout, self.rle]
 
+    @property
+    def downloads(self) -> list[gr.components.Component]:
+        return [self.mask, self.cutout, self.rle]
+
 
 def result_panel(prefix: str, *, mask_label: str = "Mask PNG", cutout_label: str = "Cut-out PNG",
                  rle_label: str = "COCO RLE") -> ResultPanel:
@@ -62,14 +67,42 @@ def result_panel(prefix: str, *, mask_label: str = "Mask PNG", cutout_label: str
     return ResultPanel(info, mask, cutout, rle)
 
 
-def panel_values(info: str, files: OutputFiles | None) -> list[Any]:
-    """Values for :attr:`ResultPanel.outputs`."""
+def download_values(files: OutputFiles | None) -> list[Any]:
+    """Values for :attr:`ResultPanel.downloads` (disabled buttons without files)."""
     if files is None:
-        return [info] + [gr.DownloadButton(value=None, interactive=False) for _ in range(3)]
-    return [info,
-            gr.DownloadButton(value=files.mask_png, interactive=files.mask_png is not None),
+        return [gr.DownloadButton(value=None, interactive=False) for _ in range(3)]
+    return [gr.DownloadButton(value=files.mask_png, interactive=files.mask_png is not None),
             gr.DownloadButton(value=files.cutout_png, interactive=files.cutout_png is not None),
             gr.DownloadButton(value=files.rle_json, interactive=files.rle_json is not None)]
+
+
+def panel_values(info: str, files: OutputFiles | None) -> list[Any]:
+    """Values for :attr:`ResultPanel.outputs`."""
+    return [info, *download_values(files)]
+
+
+def offer_downloads(ctx: AppContext, event: Any, panel: ResultPanel, session: gr.State,
+                    result_of: Callable[[Any], Any]) -> None:
+    """After ``event`` has shown its overlay, write the result's files and enable the buttons.
+
+    Encoding a full-size cut-out PNG can take longer than the click itself, so it runs as a
+    follow-up step in its own queue group: the mask is on screen first. ``result_of(session)``
+    gives the tab's ``TabResult`` (or None).
+    """
+
+    @friendly
+    def write(current: Any) -> Any:
+        result = result_of(current)
+        if current.image is None or result is None:
+            return download_values(None)
+        image = current.image
+        to_original = image.mask_to_original if image.downsized else None  # files at the upload's size
+        files = ctx.store.write_prompt_outputs(current.image_name, image.array, result.masks.unpack(),
+                                               result.masks.scores, result.chosen, to_original=to_original)
+        return download_values(files)
+
+    event.success(write, [session], panel.downloads, concurrency_id=FILES, concurrency_limit=1,
+                  api_visibility="private", show_progress="hidden")
 
 
 def prompt_summary(result: PromptResult, served_title: str, n_points: int, has_box: bool) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from .build import (
     count_parameters,
     sam_model_registry,
 )
-from .embedding_cache import CachedEmbedding, EmbeddingCache, default_embedding_cache
+from .embedding_cache import CachedEmbedding, EmbeddingCache, default_embedding_cache, image_digest
 from .images import ImageLoadError, LoadedImage, PromptError, clip_box, load_image, validate_points
 from .predictor import SamPredictor
 from .render import (
@@ -63,6 +63,7 @@ __all__ = [
     "CachedEmbedding",
     "CheckpointError",
     "EmbeddingCache",
+    "image_digest",
     "LoadedModel",
     "ModelSpec",
     "SamAutomaticMaskGenerator",

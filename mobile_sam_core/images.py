@@ -30,6 +30,7 @@ import io
 import os
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -109,6 +110,16 @@ class LoadedImage:
     def downsized(self) -> bool:
         """True when the working image is smaller than the original."""
         return self.size != tuple(self.original_size)
+
+    @cached_property
+    def digest(self) -> str:
+        """Content digest of :attr:`array` (:func:`mobile_sam_core.image_digest`), computed once.
+
+        Pass it to ``SamPredictor.set_image(..., digest=...)`` to skip re-hashing the pixels.
+        """
+        from .embedding_cache import image_digest
+
+        return image_digest(self.array)
 
     def _axis_ratios(self) -> tuple[float, float]:
         h, w = self.size

@@ -77,8 +77,12 @@ class SamPredictor:
             token = f"{token}|{self.encoder_precision}"
         return token, digest
 
-    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
-        """Encode ``image`` (HxWx3 uint8, ``image_format`` "RGB" or "BGR") for later prompts."""
+    def set_image(self, image: np.ndarray, image_format: str = "RGB", *, digest: str | None = None) -> None:
+        """Encode ``image`` (HxWx3 uint8, ``image_format`` "RGB" or "BGR") for later prompts.
+
+        ``digest``: ``image_digest(image)`` when the caller already has it (for example
+        ``LoadedImage.digest``); it keys the embedding cache and saves hashing the pixels again.
+        """
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
         image = np.asarray(image)
@@ -88,8 +92,9 @@ class SamPredictor:
             raise ValueError(f"expected a uint8 image, got {image.dtype}; see mobile_sam_core.load_image")
         if image_format != self.model.image_format:
             image = image[..., ::-1]
+            digest = None  # the digest names the pixels as given, not the flipped ones
 
-        key = self._cache_key(image_digest(image)) if self.cache is not None else None
+        key = self._cache_key(digest or image_digest(image)) if self.cache is not None else None
         cached = self.cache.get(key) if self.cache is not None else None
         if cached is not None:
             self._use_embedding(cached)
@@ -136,21 +141,9 @@ class SamPredictor:
         self.input_size = item.input_size
         self.is_image_set = True
 
-    def predict(
-        self,
-        point_coords: Optional[np.ndarray] = None,
-        point_labels: Optional[np.ndarray] = None,
-        box: Optional[np.ndarray] = None,
-        mask_input: Optional[np.ndarray] = None,
-        multimask_output: bool = True,
-        return_logits: bool = False,
-    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Predict masks for prompts in original-image pixel coordinates.
-
-        Returns ``(masks CxHxW, iou_predictions C, low_res_logits Cx256x256)``; ``C`` is 3 with
-        ``multimask_output`` and 1 otherwise; masks are boolean unless ``return_logits``.
-        """
-        self._require_image()
+    def _prompt_tensors(self, point_coords: Optional[np.ndarray], point_labels: Optional[np.ndarray],
+                        box: Optional[np.ndarray], mask_input: Optional[np.ndarray]) -> tuple:
+        """Check numpy prompts (original-image pixels) and move them to the model's input frame."""
         coords_torch = labels_torch = box_torch = mask_input_torch = None
         if point_coords is not None:
             if point_labels is None:
@@ -174,11 +167,50 @@ class SamPredictor:
             mask_input_torch = torch.as_tensor(mask_input, dtype=torch.float, device=self.device)
             if mask_input_torch.ndim == 3:
                 mask_input_torch = mask_input_torch[None]
+        return coords_torch, labels_torch, box_torch, mask_input_torch
 
+    def predict(
+        self,
+        point_coords: Optional[np.ndarray] = None,
+        point_labels: Optional[np.ndarray] = None,
+        box: Optional[np.ndarray] = None,
+        mask_input: Optional[np.ndarray] = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Predict masks for prompts in original-image pixel coordinates.
+
+        Returns ``(masks CxHxW, iou_predictions C, low_res_logits Cx256x256)``; ``C`` is 3 with
+        ``multimask_output`` and 1 otherwise; masks are boolean unless ``return_logits``.
+        """
+        self._require_image()
+        prompts = self._prompt_tensors(point_coords, point_labels, box, mask_input)
         masks, iou_predictions, low_res_masks = self.predict_torch(
-            coords_torch, labels_torch, box_torch, mask_input_torch, multimask_output, return_logits=return_logits
+            *prompts, multimask_output=multimask_output, return_logits=return_logits
         )
         return masks[0].numpy(), iou_predictions[0].numpy(), low_res_masks[0].numpy()
+
+    @torch.no_grad()
+    def predict_best(
+        self,
+        point_coords: Optional[np.ndarray] = None,
+        point_labels: Optional[np.ndarray] = None,
+        box: Optional[np.ndarray] = None,
+        mask_input: Optional[np.ndarray] = None,
+        multimask_output: bool = True,
+    ) -> Tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+        """Like :meth:`predict`, but bring only the highest-scoring candidate to full size.
+
+        For previews that show one mask: the full-size upsampling is most of a click's cost on
+        large photos. Returns ``(mask HxW bool, index of that candidate, iou_predictions C,
+        low_res_logits Cx256x256)``; ``mask`` equals ``predict(...)[0][index]``.
+        """
+        self._require_image()
+        prompts = self._prompt_tensors(point_coords, point_labels, box, mask_input)
+        low_res_masks, iou_predictions = self._decode(*prompts, multimask_output=multimask_output)
+        best = int(torch.argmax(iou_predictions[0]))
+        mask = self._upscale(low_res_masks[:, best: best + 1], return_logits=False)
+        return mask[0, 0].numpy(), best, iou_predictions[0].numpy(), low_res_masks[0].numpy()
 
     @torch.no_grad()
     def predict_torch(
@@ -192,6 +224,14 @@ class SamPredictor:
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Batched prediction with prompts already in the model's input frame (see segment-anything)."""
         self._require_image()
+        low_res_masks, iou_predictions = self._decode(point_coords, point_labels, boxes, mask_input,
+                                                      multimask_output=multimask_output)
+        return self._upscale(low_res_masks, return_logits), iou_predictions, low_res_masks
+
+    def _decode(self, point_coords: Optional[torch.Tensor], point_labels: Optional[torch.Tensor],
+                boxes: Optional[torch.Tensor], mask_input: Optional[torch.Tensor], *,
+                multimask_output: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Prompt encoder and mask decoder: ``(low_res_logits BxCx256x256, iou_predictions BxC)``."""
         if point_coords is None and boxes is None and mask_input is None:
             raise ValueError("no prompt given: pass points, a box or a mask input")
         points = (point_coords, point_labels) if point_coords is not None else None
@@ -200,24 +240,24 @@ class SamPredictor:
         decoder = fast_decoder_for(self.model) if self.fast_decoder and mask_input is None and cpu else None
         if decoder is not None:
             ctx = image_context(decoder, self.features, cached_dense_pe(self.model))
-            low_res_masks, iou_predictions = decoder(ctx, sparse_embeddings, multimask_output)
-        else:
-            low_res_masks, iou_predictions = self.model.mask_decoder(
-                image_embeddings=self.features,
-                image_pe=cached_dense_pe(self.model),
-                sparse_prompt_embeddings=sparse_embeddings,
-                dense_prompt_embeddings=dense_embeddings,
-                multimask_output=multimask_output,
-            )
+            return decoder(ctx, sparse_embeddings, multimask_output)
+        return self.model.mask_decoder(
+            image_embeddings=self.features,
+            image_pe=cached_dense_pe(self.model),
+            sparse_prompt_embeddings=sparse_embeddings,
+            dense_prompt_embeddings=dense_embeddings,
+            multimask_output=multimask_output,
+        )
+
+    def _upscale(self, low_res_masks: torch.Tensor, return_logits: bool) -> torch.Tensor:
+        """Full-size logits, or boolean masks (thresholded without every full-size logit on CPU)."""
         size = self.model.image_encoder.img_size
-        if return_logits or not cpu:
+        if return_logits or self.features.device.type != "cpu":
             masks = upscale_logits(low_res_masks, size, self.input_size, self.original_size)
-            if not return_logits:
-                masks = masks > self.model.mask_threshold
-        else:  # bit-identical to thresholding upscale_logits, computed only near mask boundaries
-            masks = threshold_upscaled(low_res_masks, size, self.input_size, self.original_size,
-                                       self.model.mask_threshold)
-        return masks, iou_predictions, low_res_masks
+            return masks if return_logits else masks > self.model.mask_threshold
+        # bit-identical to thresholding upscale_logits, computed only near mask boundaries
+        return threshold_upscaled(low_res_masks, size, self.input_size, self.original_size,
+                                  self.model.mask_threshold)
 
     def get_image_embedding(self) -> torch.Tensor:
         """The ``1x256x64x64`` embedding of the current image."""

@@ -103,6 +103,18 @@ def _mask_list(masks: Any, hw: tuple[int, int] | None = None) -> list[np.ndarray
 # ---------------------------------------------------------------------------------- overlays
 
 
+_MAX_TRACED_CONTOURS = 400
+
+
+def _paint_edge_band(region: np.ndarray, mask_u8: np.ndarray, width: int, color: tuple[int, ...]) -> None:
+    """Paint the pixels within about ``width / 2`` of the mask's boundary (both sides) in ``color``."""
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (width + 1, width + 1))
+    band = cv2.morphologyEx(mask_u8, cv2.MORPH_GRADIENT, k)
+    # Zero the band, then add the colour there (in place: region is a view of the overlay).
+    cv2.subtract(region, region, dst=region, mask=band)
+    cv2.add(region, (*(int(c) for c in color), 0), dst=region, mask=band)
+
+
 def overlay_masks(
     image: np.ndarray,
     masks: Any,
@@ -151,12 +163,22 @@ def overlay_masks(
         # Blend in float only inside the union of the masks' boxes; pixels outside keep their values.
         ux0, uy0 = min(b[0] for b in drawn), min(b[1] for b in drawn)
         ux1, uy1 = max(b[2] for b in drawn), max(b[3] for b in drawn)
-        out_f = rgb[uy0:uy1, ux0:ux1].astype(np.float32)
-        for i in order:
-            if areas[i]:
-                m = mlist[i][uy0:uy1, ux0:ux1]
-                out_f[m] = out_f[m] * (1.0 - alpha) + cols[i] * alpha
-        out[uy0:uy1, ux0:ux1] = np.rint(out_f).clip(0, 255).astype(np.uint8)
+        if len(drawn) == 1:
+            # One mask: the blend is a per-channel function of the pixel value, so a 256-entry
+            # table (same float32 formula) gives identical bytes at a fraction of the cost.
+            i = next(j for j in order if areas[j])
+            levels = np.arange(256, dtype=np.float32)[:, None]
+            lut = np.rint(levels * np.float32(1.0 - alpha) + cols[i] * np.float32(alpha)).clip(0, 255)
+            region = out[uy0:uy1, ux0:ux1]
+            blended = cv2.LUT(region, lut.astype(np.uint8).reshape(256, 1, 3))
+            cv2.copyTo(blended, mlist[i][uy0:uy1, ux0:ux1].view(np.uint8), region)  # in place (a view of out)
+        else:
+            out_f = rgb[uy0:uy1, ux0:ux1].astype(np.float32)
+            for i in order:
+                if areas[i]:
+                    m = mlist[i][uy0:uy1, ux0:ux1]
+                    out_f[m] = out_f[m] * (1.0 - alpha) + cols[i] * alpha
+            out[uy0:uy1, ux0:ux1] = np.rint(out_f).clip(0, 255).astype(np.uint8)
 
     if contours and contour_width > 0:
         ccol = tuple(int(v) for v in contour_color)
@@ -168,7 +190,12 @@ def overlay_masks(
             x0, y0, x1, y1 = max(0, x0 - 1), max(0, y0 - 1), min(w, x1 + 1), min(h, y1 + 1)
             crop = mlist[i][y0:y1, x0:x1].astype(np.uint8)
             found, _ = cv2.findContours(crop, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE, offset=(x0, y0))
-            cv2.drawContours(out, found, -1, ccol, int(contour_width), lineType=cv2.LINE_AA)
+            if len(found) <= _MAX_TRACED_CONTOURS:
+                cv2.drawContours(out, found, -1, ccol, int(contour_width), lineType=cv2.LINE_AA)
+            else:
+                # Speckled masks (thousands of islands): anti-aliased tracing costs ~100 ms per
+                # mask; a morphological band of the same width looks alike at that scale.
+                _paint_edge_band(out[y0:y1, x0:x1], crop, int(contour_width), ccol)
 
     marker_r = int(np.clip(round(max(h, w) / 160), 4, 16))
     if box is not None:

@@ -102,7 +102,7 @@ def test_api_page_lists_exactly_the_three_endpoints(client: Client) -> None:
     assert set(api["named_endpoints"]) == {"/segment_points", "/segment_box", "/segment_everything", "/compare"}
     assert not api["unnamed_endpoints"]
     params = [p["parameter_name"] for p in api["named_endpoints"]["/segment_points"]["parameters"]]
-    assert params == ["image", "points", "labels", "multimask"]
+    assert params == ["image", "points", "labels", "multimask", "files"]
 
 
 def test_segment_points_matches_the_core(client: Client, vit_t_model) -> None:
@@ -120,6 +120,16 @@ def test_segment_points_matches_the_core(client: Client, vit_t_model) -> None:
     _, info2 = check_prompt_result(again, path, 1)
     assert info2["timings_ms"]["encoder_cached"] is True
     assert info2["labels"] == [1]
+    # Preview (files=False): same best mask and scores, overlay only.
+    overlay, files, info3 = client.predict(image=handle_file(str(path)), points=points, labels=labels,
+                                           multimask=True, files=False, api_name="/segment_points")
+    assert files == [] and info3["files"] == {}
+    np.testing.assert_allclose(info3["scores"], info["scores"], atol=1e-6)
+    assert info3["best"] == info["best"] and info3["mask_area"] == info["mask_area"]
+    assert info3["timings_ms"]["encoder_cached"] is True
+    shown = np.asarray(Image.open(overlay).convert("RGB"), dtype=np.int16)
+    full = np.asarray(Image.open(result[0]).convert("RGB"), dtype=np.int16)
+    assert np.abs(shown - full).mean() < 1.0  # the same overlay (both JPEG)
 
 
 def test_segment_box_is_clipped_and_matches_the_core(client: Client, vit_t_model) -> None:

@@ -263,6 +263,37 @@ def test_predictor_fast_paths_match_reference_paths(vit_t):
         assert np.array_equal(lf > vit_t.mask_threshold, m1)  # bool masks == thresholded full logits
 
 
+
+def test_predict_best_is_predicts_best_candidate(vit_t):
+    img = make_photo_like(210, 333, seed=4)
+    pred = SamPredictor(vit_t, cache=False)
+    pred.set_image(img)
+    for kw in (dict(point_coords=np.array([[100, 80]]), point_labels=np.array([1])),
+               dict(box=np.array([30, 20, 300, 190]), multimask_output=False)):
+        masks, scores, low = pred.predict(**kw)
+        mask, best, scores_b, low_b = pred.predict_best(**kw)
+        assert best == int(np.argmax(scores)) and len(scores_b) == len(scores)
+        np.testing.assert_array_equal(scores_b, scores)
+        np.testing.assert_array_equal(low_b, low)
+        assert mask.shape == (210, 333) and mask.dtype == bool
+        np.testing.assert_array_equal(mask, masks[best])
+    with pytest.raises(ValueError, match="no prompt"):
+        pred.predict_best()
+
+
+def test_set_image_uses_a_given_digest_as_cache_key(vit_t):
+    from mobile_sam_core import EmbeddingCache, image_digest
+
+    cache = EmbeddingCache()
+    img = make_photo_like(64, 80, seed=2)
+    pred = SamPredictor(vit_t, cache=cache)
+    pred.set_image(img, digest=image_digest(img))
+    other = SamPredictor(vit_t, cache=cache)
+    other.set_image(img)  # computes the same digest itself: a hit
+    assert other.last_set_image_from_cache
+    other.set_image(img[..., ::-1].copy(), image_format="BGR", digest="not-used-for-flipped-input")
+    assert other.last_set_image_from_cache  # BGR input is flipped to RGB, then hashed
+
 def test_everything_fast_decoder_gives_identical_records(vit_t):
     img = make_photo_like(120, 170, seed=2)
     kw = dict(points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.0, cache=False)

@@ -488,3 +488,16 @@ def test_clip_box():
         clip_box([1, 2, 3], (480, 640))
     with pytest.raises(PromptError):
         clip_box([0, 0, float("inf"), 5], (480, 640))
+
+
+def test_loaded_image_digest_is_the_pixel_digest_computed_once():
+    from mobile_sam_core import image_digest, load_image
+
+    arr = np.zeros((20, 30, 3), np.uint8)
+    arr[5:9, 4:20] = 200
+    loaded = load_image(arr)
+    assert loaded.digest == image_digest(loaded.array)
+    assert loaded.digest is loaded.digest  # cached
+    other = load_image(arr.copy())
+    other.array[0, 0, 0] = 1
+    assert load_image(other.array).digest != loaded.digest

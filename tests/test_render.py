@@ -297,3 +297,21 @@ def test_overlay_leaves_pixels_outside_the_masks_box_untouched():
     # the outline hugs the mask: nothing changes more than a few pixels away from it
     assert changed[:, 0].min() >= 7 and changed[:, 0].max() <= 22
     assert changed[:, 1].min() >= 27 and changed[:, 1].max() <= 42
+
+
+def test_overlay_outlines_speckled_masks_with_a_band():
+    # Thousands of islands take the morphological outline path instead of traced contours.
+    rng = np.random.default_rng(3)
+    img = np.full((240, 320, 3), 100, np.uint8)
+    m = np.zeros((240, 320), bool)
+    m[40:200, 40:280] = rng.random((160, 240)) > 0.5
+    plain = overlay_masks(img, m, contours=False)
+    out = overlay_masks(img, m, contours=True, contour_width=2)
+    changed = np.any(out != plain, axis=2)
+    assert np.all(out[changed] == 255)  # white outline pixels only
+    assert changed[40:200, 40:280].mean() > 0.5  # dense boundaries, most pixels touch one
+    assert not changed[:30].any() and not changed[210:].any()  # nothing far from the mask
+    solid = np.zeros_like(m)
+    solid[60:180, 60:260] = True
+    ring = np.any(overlay_masks(img, solid) != overlay_masks(img, solid, contours=False), axis=2)
+    assert ring[60, 100] and ring[120, 60] and not ring[120, 160]  # traced outline for a plain mask

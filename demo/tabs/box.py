@@ -19,6 +19,7 @@ from ..ui import (
     AppContext,
     ResultPanel,
     friendly,
+    offer_downloads,
     panel_values,
     prompt_info,
     prompt_summary,
@@ -57,8 +58,8 @@ def _outputs(ctx: AppContext, session: Session) -> list[Any]:
         return [overlay, *panel_values(HINT, None), session]
     masks = result.masks.unpack()
     overlay = render_prompt_overlay(image, masks[result.chosen], prompts.points, prompts.labels, prompts.box)
-    files = ctx.store.write_prompt_outputs(session.image_name, image, masks, result.masks.scores, result.chosen)
-    return [overlay, *panel_values(prompt_info(result.info, result.masks.scores, result.chosen), files), session]
+    # Download files follow in a second step (offer_downloads).
+    return [overlay, *panel_values(prompt_info(result.info, result.masks.scores, result.chosen), None), session]
 
 
 def _predict(ctx: AppContext, session: Session, prompts: Prompts) -> Session:
@@ -69,7 +70,8 @@ def _predict(ctx: AppContext, session: Session, prompts: Prompts) -> Session:
     served = ctx.models.get()
     # One mask for a box (SAM's advice: a box is unambiguous); three for lone points.
     multimask = box is None and len(coords) == 1
-    result = segment_prompts(served, session.image.array, coords, labels, box, multimask=multimask)
+    result = segment_prompts(served, session.image.array, coords, labels, box, multimask=multimask,
+                             digest=session.image.digest)
     summary = prompt_summary(result, served.title, len(coords), box is not None)
     tab = TabResult(PackedMasks.pack(result.masks, result.scores), result.best, summary)
     return replace(session, box_prompts=prompts, box_result=tab)
@@ -99,7 +101,7 @@ def build(ctx: AppContext, session: gr.State) -> BoxTab:
                 clear_box = gr.Button("✕ Clear box", size="sm", elem_id="box-clear")
         with gr.Column(scale=1, min_width=280):
             result = gr.Image(label="Result (click to add refining points)", interactive=False, type="numpy",
-                              format="webp", elem_id="box-result", buttons=["fullscreen"],
+                              format="jpeg", elem_id="box-result", buttons=["fullscreen"],
                               placeholder="Choose an image first")
             panel = result_panel("box")
     tab = BoxTab(annotator, result, mode, panel)
@@ -145,8 +147,12 @@ def build(ctx: AppContext, session: gr.State) -> BoxTab:
         new = _predict(ctx, current, replace(current.box_prompts, box=None))
         return [{"image": current.image.array, "boxes": []}, *_outputs(ctx, new)]
 
-    annotator.change(on_box, [session, annotator], outputs, trigger_mode="always_last", **common)
-    result.select(on_click, [session, mode], outputs, trigger_mode="once", **common)
-    clear_points.click(on_clear_points, [session], outputs, **common)
-    clear_box.click(on_clear_box, [session], [annotator, *outputs], **common)
+    events = [
+        annotator.change(on_box, [session, annotator], outputs, trigger_mode="always_last", **common),
+        result.select(on_click, [session, mode], outputs, trigger_mode="once", **common),
+        clear_points.click(on_clear_points, [session], outputs, **common),
+        clear_box.click(on_clear_box, [session], [annotator, *outputs], **common),
+    ]
+    for event in events:
+        offer_downloads(ctx, event, panel, session, lambda s: s.box_result)
     return tab

@@ -200,7 +200,7 @@ def build(ctx: AppContext, session: gr.State, pool: ModelPool | None = None) -> 
     download = gr.Button(offer, visible=offered, variant="secondary", size="sm", elem_id="compare-download")
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=300):
-            canvas = gr.Image(label="Click to add prompts", interactive=False, type="numpy", format="webp",
+            canvas = gr.Image(label="Click to add prompts", interactive=False, type="numpy", format="jpeg",
                               elem_id="compare-canvas", height=420, placeholder="Choose an image first",
                               buttons=["fullscreen"])
         with gr.Column(scale=2, min_width=240):
@@ -212,9 +212,9 @@ def build(ctx: AppContext, session: gr.State, pool: ModelPool | None = None) -> 
     slider = gr.ImageSlider(label="A (blue) ◀ drag ▶ B (orange)", type="numpy", elem_id="compare-slider",
                             max_height=520, buttons=["fullscreen"])
     with gr.Row(equal_height=False):
-        image_a = gr.Image(label="A", interactive=False, type="numpy", format="webp", elem_id="compare-a",
+        image_a = gr.Image(label="A", interactive=False, type="numpy", format="jpeg", elem_id="compare-a",
                            height=300, buttons=["download"])
-        image_b = gr.Image(label="B", interactive=False, type="numpy", format="webp", elem_id="compare-b",
+        image_b = gr.Image(label="B", interactive=False, type="numpy", format="jpeg", elem_id="compare-b",
                            height=300, buttons=["download"])
     info = gr.Markdown("", elem_id="compare-info", elem_classes=["result-info"])
     with gr.Accordion("Segment everything with both models", open=False, elem_id="compare-everything"):
@@ -224,9 +224,9 @@ def build(ctx: AppContext, session: gr.State, pool: ModelPool | None = None) -> 
                              elem_id="compare-grid", scale=3)
             run_every = gr.Button("Segment everything with both", elem_id="compare-everything-run", scale=1)
         with gr.Row(equal_height=False):
-            every_a = gr.Image(label="A: everything", interactive=False, type="numpy", format="webp",
+            every_a = gr.Image(label="A: everything", interactive=False, type="numpy", format="jpeg",
                                elem_id="compare-everything-a", height=300)
-            every_b = gr.Image(label="B: everything", interactive=False, type="numpy", format="webp",
+            every_b = gr.Image(label="B: everything", interactive=False, type="numpy", format="jpeg",
                                elem_id="compare-everything-b", height=300)
         every_info = gr.Markdown("", elem_id="compare-everything-info", elem_classes=["result-info"])
     prompts_state = gr.State(ComparePrompts())

@@ -40,7 +40,7 @@ def build(ctx: AppContext, session: gr.State) -> EverythingTab:
     lo, hi = cfg.POINTS_PER_SIDE_RANGE
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=300):
-            canvas = gr.Image(label="All masks", interactive=False, type="numpy", format="webp",
+            canvas = gr.Image(label="All masks", interactive=False, type="numpy", format="jpeg",
                               elem_id="everything-canvas", buttons=["fullscreen", "download"], height=520,
                               placeholder="Choose an image first")
         with gr.Column(scale=2, min_width=260):

@@ -19,6 +19,7 @@ from ..ui import (
     AppContext,
     ResultPanel,
     friendly,
+    offer_downloads,
     panel_values,
     prompt_info,
     prompt_summary,
@@ -62,9 +63,9 @@ def _outputs(ctx: AppContext, session: Session) -> list[Any]:
         thumb = render_prompt_overlay(small, thumbnail_mask(masks[i], small.shape[:2]))
         star = "★" if i == int(np.argmax(result.masks.scores)) else ""
         gallery.append((thumb, f"{star}{i + 1} · {score:.2f}"))
-    files = ctx.store.write_prompt_outputs(session.image_name, image, masks, result.masks.scores, chosen)
     info = prompt_info(result.info, result.masks.scores, chosen)
-    return [overlay, gr.Gallery(value=gallery, selected_index=chosen), *panel_values(info, files), session]
+    # Download files follow in a second step (offer_downloads).
+    return [overlay, gr.Gallery(value=gallery, selected_index=chosen), *panel_values(info, None), session]
 
 
 def _predict(ctx: AppContext, session: Session, prompts: Prompts) -> Session:
@@ -73,7 +74,8 @@ def _predict(ctx: AppContext, session: Session, prompts: Prompts) -> Session:
         return replace(session, point_prompts=prompts, point_result=None)
     coords, labels = check_points([list(p) for p in prompts.points], list(prompts.labels), session.size)
     served = ctx.models.get()
-    result = segment_prompts(served, session.image.array, coords, labels, multimask=True)
+    result = segment_prompts(served, session.image.array, coords, labels, multimask=True,
+                             digest=session.image.digest)
     summary = prompt_summary(result, served.title, len(prompts.points), False)
     tab = TabResult(PackedMasks.pack(result.masks, result.scores), result.best, summary)
     return replace(session, point_prompts=prompts, point_result=tab)
@@ -83,7 +85,7 @@ def build(ctx: AppContext, session: gr.State) -> PointsTab:
     """Create the tab's components (inside a ``gr.Tab``) and wire their events."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=300):
-            canvas = gr.Image(label="Click on the object", interactive=False, type="numpy", format="webp",
+            canvas = gr.Image(label="Click on the object", interactive=False, type="numpy", format="jpeg",
                               elem_id="points-canvas", buttons=["fullscreen"], height=520,
                               placeholder="Choose an image first")
         with gr.Column(scale=2, min_width=260):
@@ -136,8 +138,12 @@ def build(ctx: AppContext, session: gr.State) -> PointsTab:
 
     # trigger_mode "once": a click arriving while the previous one is still running is ignored
     # (two clicks of one visitor must not race on the same session state).
-    canvas.select(on_click, [session, mode], outputs, trigger_mode="once", **common)
-    undo.click(on_undo, [session], outputs, **common)
-    clear.click(on_clear, [session], outputs, **common)
-    candidates.select(on_choose, [session], outputs, **common)
+    events = [
+        canvas.select(on_click, [session, mode], outputs, trigger_mode="once", **common),
+        undo.click(on_undo, [session], outputs, **common),
+        clear.click(on_clear, [session], outputs, **common),
+        candidates.select(on_choose, [session], outputs, **common),
+    ]
+    for event in events:
+        offer_downloads(ctx, event, panel, session, lambda s: s.point_result)
     return tab
