@@ -207,14 +207,17 @@ class _DecodedUploads:
         self._lock = threading.Lock()
 
     def get_or_load(self, path: Path) -> LoadedImage:
-        raw = path.read_bytes()
+        try:
+            raw = path.read_bytes()  # uploads are bounded by the app's max_file_size
+        except OSError as exc:
+            raise ImageLoadError(f"The uploaded file could not be read ({exc.strerror}).") from exc
         key = hashlib.blake2b(raw, digest_size=16).hexdigest()
         with self._lock:
             hit = self._items.get(key)
             if hit is not None:
                 self._items.move_to_end(key)
                 return hit
-        loaded = load_image(path)
+        loaded = load_image(raw)  # the bytes already read, not the file a second time
         loaded.array.flags.writeable = False
         _ = loaded.digest  # computed once, outside the lock
         size = loaded.array.nbytes
