@@ -344,16 +344,8 @@ def threshold_upscaled(
     # combination (max|b| <= max|low|) whose neighbouring outputs differ by at most
     # max|neighbouring low-res difference| / factor.
     margins = [_dense_margin(pl, 1.01 / factor) if n else None for pl, n in zip(crops, noisy)]
-    big = upscale_to_input(flat[:, None], img_size, in_hw)[:, 0].contiguous().numpy()
-    plan = _plan(in_hw, out_hw, mode == "fma")
-    out = np.empty((flat.shape[0], *out_hw), dtype=np.uint8)
-    total = out_hw[0] * out_hw[1]
-
-    def work(i: int) -> None:
-        out[i] = _threshold_one(big[i], plan, threshold, total, dense=noisy[i], margin=margins[i])
-
-    _parallel(work, range(flat.shape[0]))
-    return torch.from_numpy(out.view(np.bool_)).reshape(*lead, *out_hw)
+    big = upscale_to_input(flat[:, None], img_size, in_hw)[:, 0]
+    return threshold_input_maps(big, original_size, threshold, dense_margins=margins).reshape(*lead, *out_hw)
 
 
 def _parallel(fn: Any, items: Any) -> None:
@@ -397,9 +389,13 @@ def _threshold_dense(b: np.ndarray, plan: ResizePlan, t: float, margin: Optional
     return res
 
 
-def threshold_input_maps(big: torch.Tensor, original_size: Sequence[int], threshold: float = 0.0) -> torch.Tensor:
+def threshold_input_maps(big: torch.Tensor, original_size: Sequence[int], threshold: float = 0.0, *,
+                         dense_margins: Optional[Sequence[Optional[float]]] = None) -> torch.Tensor:
     """``resize(big, original_size) > threshold`` bit for bit (second half of
-    :func:`threshold_upscaled`); ``big`` is (..., in_h, in_w) from :func:`upscale_to_input`."""
+    :func:`threshold_upscaled`); ``big`` is (..., in_h, in_w) from :func:`upscale_to_input`.
+
+    ``dense_margins`` (one per map, optional): a number sends that map straight to the dense
+    path with this certified margin (noisy masks); None lets the map's cells decide."""
     out_hw = (int(original_size[0]), int(original_size[1]))
     in_hw = (int(big.shape[-2]), int(big.shape[-1]))
     if big.numel() == 0:
@@ -418,7 +414,8 @@ def threshold_input_maps(big: torch.Tensor, original_size: Sequence[int], thresh
     total = out_hw[0] * out_hw[1]
 
     def work(i: int) -> None:
-        out[i] = _threshold_one(srcs[i], plan, threshold, total)
+        margin = dense_margins[i] if dense_margins is not None else None
+        out[i] = _threshold_one(srcs[i], plan, threshold, total, dense=margin is not None, margin=margin)
 
     _parallel(work, range(srcs.shape[0]))
     return torch.from_numpy(out.view(np.bool_)).reshape(*lead, *out_hw)
