@@ -1,26 +1,23 @@
-"""Thresholded mask upsampling that is bit-identical to SAM's, without computing every logit.
+"""Thresholded mask upsampling that is bit-identical to SAM's, without exact work on every pixel.
 
-SAM turns 256x256 logits into a full-size mask by two bilinear resizes (to the padded encoder
-input, crop, to the original size) and a threshold. A bilinearly interpolated value is a convex
-combination of its 2x2 source samples, so an output pixel whose four sources are all clearly
-above (or all at/below) the threshold has that side of it without being computed. Only pixels in
-"mixed" cells along mask boundaries need their exact value.
+SAM turns 256x256 logits into a full-size mask by two bilinear resizes (x4 to the padded encoder
+input, crop, then to the original size) and a threshold. Only the sign relative to the
+threshold is kept, and it is certain wherever a cheaper approximation is far enough from it.
 
-:func:`threshold_upscaled` does exactly that for the second (largest) resize:
+:func:`threshold_upscaled` (the predictor's path):
 
-1. The first resize (x4) is done by ``torch`` as in :func:`upsample.upscale_logits`.
-2. For every source cell of the second resize, min/max of its 2x2 samples decide: all above
-   ``threshold + margin`` -> True, all below ``threshold - margin`` -> False (for threshold 0 no
-   margin is needed on the lower side), otherwise "band". ``margin`` bounds float32 rounding.
-3. Sure cells are expanded to full size with two gathers of a uint8 map.
-4. Band pixels get the exact value PyTorch's CPU kernel would compute: the same float32 index
-   and weight formulas and the same fused multiply-adds (emulated exactly in float64 with a
-   correction for the rare double-rounding tie), then the threshold.
+1. Both resizes are done by OpenCV (``cv2.resize``, multi-threaded SIMD, the same convex
+   combinations of the same samples as PyTorch with slightly different float32 weights).
+2. A certified bound on the difference from PyTorch's values (:func:`_dense_margin` plus the
+   first stage's rounding) splits pixels into sure ones and the few near the threshold.
+3. Those few get exactly the values PyTorch's CPU kernel computes: the same float32 index and
+   weight formulas and the same fused multiply-adds (emulated exactly in float64 with a
+   correction for the rare double-rounding tie), for both stages, then the threshold.
 
-Noisy masks (e.g. from random weights) can have 10-30% of pixels in mixed cells; then a dense
-path is cheaper: OpenCV's bilinear resize (the same convex combinations, slightly different
-float32 weights) with a certified bound on its difference from PyTorch's values, and the exact
-emulation only for pixels within that bound of the threshold.
+:func:`threshold_input_maps` (everything mode, maps already at the encoder's input size) also
+has a cell path for clean masks: a bilinearly interpolated value is a convex combination of its
+2x2 source samples, so output pixels whose four sources are all clearly on one side need no
+arithmetic, and only pixels of "mixed" cells are emulated.
 
 The arithmetic PyTorch uses is detected once per process by comparing against
 ``torch.nn.functional.interpolate`` on awkward sizes; if no known formula reproduces it bit for
@@ -114,9 +111,15 @@ class _Axis:
         self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
 
 
-def _interp2(src: np.ndarray, ys: np.ndarray, xs: np.ndarray, ay: _Axis, ax: _Axis, fma: bool) -> np.ndarray:
-    """Values PyTorch's bilinear kernel computes at output pixels (ys, xs) of a 2-D ``src``."""
+def _interp2(src: np.ndarray, ys: np.ndarray, xs: np.ndarray, ay: _Axis, ax: _Axis, fma: bool,
+             row_offset: Optional[np.ndarray] = None) -> np.ndarray:
+    """Values PyTorch's bilinear kernel computes at output pixels (ys, xs) of a 2-D ``src``.
+
+    ``row_offset`` (per pixel) selects planes stacked vertically in ``src``.
+    """
     y0, y1 = ay.i0[ys], ay.i1[ys]
+    if row_offset is not None:
+        y0, y1 = y0 + row_offset, y1 + row_offset
     x0, x1 = ax.i0[xs], ax.i1[xs]
     return _combine(src[y0, x0], src[y0, x1], src[y1, x0], src[y1, x1], ys, xs, ay, ax, fma)
 
@@ -270,7 +273,7 @@ def upscale_to_input(low_res: torch.Tensor, img_size: int, input_size: Sequence[
     )[..., :in_h, :in_w]
 
 
-def _dense_margin(b: np.ndarray, diff_scale: float = 1.0) -> float:
+def _dense_margin(b: np.ndarray, diff_scale: float = 1.0, extent: Optional[int] = None) -> float:
     """Bound on |approximate - exact| for :func:`_approx_resize` of map ``b``.
 
     Both OpenCV and PyTorch compute convex combinations of the same 2x2 samples. PyTorch's
@@ -281,23 +284,31 @@ def _dense_margin(b: np.ndarray, diff_scale: float = 1.0) -> float:
     1.9e-4 * (max|dx| + max|dy|) plus about ten float32 roundings of max|b| (< 1e-6 max|b|).
     The margin below is 2.5 times that (and scales the coordinate term with larger inputs).
     ``diff_scale`` lets callers pass the low-res logits instead of ``b`` (differences shrink by
-    the upscaling factor; max|b| <= max|low-res|).
+    the upscaling factor; max|b| <= max|low-res|) with ``extent``, the largest side of the map
+    that is resized.
     """
     if b.size == 0:
         return _TINY
     dy = float(np.abs(np.diff(b, axis=0)).max()) if b.shape[0] > 1 else 0.0
     dx = float(np.abs(np.diff(b, axis=1)).max()) if b.shape[1] > 1 else 0.0
-    scale = max(1.0, max(b.shape) / 1024.0)
+    scale = max(1.0, (max(b.shape) if extent is None else extent) / 1024.0)
     return 5e-4 * scale * diff_scale * (dx + dy) + 5e-6 * float(np.abs(b).max()) + _TINY
 
 
-def _approx_resize(b: np.ndarray, out_hw: Tuple[int, int]) -> Optional[np.ndarray]:
-    """Fast bilinear (half-pixel centres) resize of a float32 map, or None without OpenCV."""
+def _cv2() -> Any:
     try:
         import cv2
     except Exception:  # pragma: no cover - opencv is a core dependency
         return None
-    return cv2.resize(b, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
+    return cv2
+
+
+def _approx_resize(b: np.ndarray, out_hw: Tuple[int, int], dst: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+    """Fast bilinear (half-pixel centres) resize of a float32 map, or None without OpenCV."""
+    cv2 = _cv2()
+    if cv2 is None:
+        return None
+    return cv2.resize(b, (out_hw[1], out_hw[0]), dst=dst, interpolation=cv2.INTER_LINEAR)
 
 
 def _uncertain(a: np.ndarray, t: float, margin: float) -> np.ndarray:
@@ -306,9 +317,63 @@ def _uncertain(a: np.ndarray, t: float, margin: float) -> np.ndarray:
     return np.flatnonzero((a >= lo) & (a <= hi))
 
 
-# Above this fraction of output pixels in mixed cells (noisy masks, e.g. random weights), the
-# dense path (OpenCV resize + exact recomputation of near-threshold pixels) is cheaper.
-_DENSE_BAND_FRACTION = 0.04
+_local = threading.local()
+
+
+def _scratch(out_hw: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-thread float32 and bool buffers of one output size (fresh 13 MB arrays cost page faults)."""
+    bufs = getattr(_local, "bufs", None)
+    if bufs is None or bufs[0].shape != out_hw:
+        bufs = (np.empty(out_hw, np.float32), np.empty(out_hw, np.bool_))
+        _local.bufs = bufs
+    return bufs
+
+
+_helper_lock = threading.Lock()
+_helper: Any = None
+
+
+def _helper_pool() -> Any:
+    global _helper
+    with _helper_lock:
+        if _helper is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            workers = max(1, min(8, torch.get_num_threads()) - 1)
+            _helper = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mask-threshold")
+        return _helper
+
+
+def _scan(a: np.ndarray, t: float, margin: float, out: np.ndarray, lo: np.ndarray, split: bool = True) -> np.ndarray:
+    """``out = a > t + margin`` (bool); returns the flat indices with ``a`` in ``(t - margin, t + margin]``.
+
+    Values of ``a`` within ``margin`` of the exact ones decide every other pixel. ``lo`` is
+    scratch. With ``split`` and more than one thread, the rows are split between this thread
+    and a helper (numpy releases the GIL).
+    """
+    hi_t = np.float32(t) + np.float32(margin)
+    lo_t = np.float32(t) - np.float32(margin)
+
+    def part(r0: int, r1: int) -> np.ndarray:
+        o, l_ = out[r0:r1], lo[r0:r1]
+        np.greater(a[r0:r1], hi_t, out=o)
+        np.greater(a[r0:r1], lo_t, out=l_)
+        np.not_equal(l_, o, out=l_)
+        return np.flatnonzero(l_) + r0 * a.shape[1]
+
+    h = a.shape[0]
+    if not split or torch.get_num_threads() < 2 or a.size < (1 << 18):
+        return part(0, h)
+    half = h // 2
+    first = _helper_pool().submit(part, 0, half)
+    second = part(half, h)
+    return np.concatenate([first.result(), second])
+
+
+# Above this fraction of output pixels in mixed cells, the dense path (OpenCV resize + exact
+# recomputation of near-threshold pixels, ~1 ns per pixel) is cheaper than emulating every pixel
+# of the mixed cells (~100 ns each).
+_DENSE_BAND_FRACTION = 0.005
 
 
 def threshold_upscaled(
@@ -334,68 +399,101 @@ def threshold_upscaled(
     in_hw = (int(input_size[0]), int(input_size[1]))
     if mode == "none" or in_hw == out_hw or factor != int(factor):
         return threshold_input_maps(upscale_to_input(low_res, img_size, input_size), original_size, threshold)
+    f = int(factor)
     src_h = min(h, math.ceil(in_hw[0] / factor) + 1)
     src_w = min(w, math.ceil(in_hw[1] / factor) + 1)
     lead = low_res.shape[:-2]
     flat = low_res.reshape(-1, h, w)
-    crops = flat[:, :src_h, :src_w].numpy()
-    noisy = [_noisy(pl, threshold) for pl in crops]
-    # Bound for the dense path from the low-res logits: the x``factor`` resize is a convex
-    # combination (max|b| <= max|low|) whose neighbouring outputs differ by at most
-    # max|neighbouring low-res difference| / factor.
-    margins = [_dense_margin(pl, 1.01 / factor) if n else None for pl, n in zip(crops, noisy)]
-    big = upscale_to_input(flat[:, None], img_size, in_hw)[:, 0]
-    return threshold_input_maps(big, original_size, threshold, dense_margins=margins).reshape(*lead, *out_hw)
+    crops = np.ascontiguousarray(flat[:, :src_h, :src_w].numpy())
+    plan = _plan(in_hw, out_hw, mode == "fma")
+    out = np.empty((crops.shape[0], *out_hw), dtype=np.uint8)
+    if not _threshold_two_stage(crops, f, plan, _stage1_axes(src_h, src_w, f, mode == "fma"), threshold, out):
+        return threshold_input_maps(upscale_to_input(low_res, img_size, input_size), original_size, threshold)
+    return torch.from_numpy(out.view(np.bool_)).reshape(*lead, *out_hw)
+
+
+@functools.lru_cache(maxsize=8)
+def _stage1_axes(src_h: int, src_w: int, factor: int, fma: bool) -> Tuple[_Axis, _Axis]:
+    """Axes of the integer-factor first resize (``scale_factor=factor``: ratio exactly 1/factor)."""
+    return (_Axis(src_h, src_h * factor, 1.0 / factor, fma), _Axis(src_w, src_w * factor, 1.0 / factor, fma))
+
+
+def _threshold_two_stage(crops: np.ndarray, factor: int, plan: ResizePlan, stage1: Tuple[_Axis, _Axis],
+                         t: float, out: np.ndarray) -> bool:
+    """Dense path for noisy low-res planes: both resizes by OpenCV, exact values where it matters.
+
+    ``crops`` (k, sh, sw) hold the low-res rows/columns the first resize reads. The first
+    resize's weights (multiples of 1/(2*factor)) are exact in both libraries, so OpenCV's values
+    differ from PyTorch's only by the order of three float32 roundings (bounded here by
+    1e-5 max|crop|, far above the actual few ulps); the second resize adds :func:`_dense_margin`'s
+    bound. Pixels within that total of ``t`` get PyTorch's exact arithmetic for both stages.
+    Writes the 0/1 masks into ``out`` (k, out_h, out_w) uint8 (which must be writable in place);
+    False when OpenCV is missing.
+    """
+    cv2 = _cv2()
+    if cv2 is None:
+        return False
+    in_h, in_w = plan.in_hw
+    out_h, out_w = plan.out_hw
+    k, sh, sw = crops.shape
+    a, lo = _scratch(plan.out_hw)
+    hits = []
+    for i in range(k):
+        b = cv2.resize(crops[i], (sw * factor, sh * factor), interpolation=cv2.INTER_LINEAR)[:in_h, :in_w]
+        cv2.resize(b, (out_w, out_h), dst=a, interpolation=cv2.INTER_LINEAR)
+        margin = _dense_margin(crops[i], 1.01 / factor, max(in_h, in_w)) + 1e-5 * float(np.abs(crops[i]).max())
+        hits.append(_scan(a, t, margin, out[i].view(np.bool_), lo))
+    sizes = [h.size for h in hits]
+    if sum(sizes):
+        idx = np.concatenate(hits)
+        plane = np.repeat(np.arange(k), sizes)
+        ys, xs = np.divmod(idx, out_w)
+        ay, ax = plan.ay, plan.ax
+        # the four second-stage samples of every pixel, each computed like PyTorch's first stage
+        cy = np.concatenate([ay.i0[ys], ay.i0[ys], ay.i1[ys], ay.i1[ys]])
+        cx = np.concatenate([ax.i0[xs], ax.i1[xs], ax.i0[xs], ax.i1[xs]])
+        corners = _interp2(crops.reshape(k * sh, sw), cy, cx, stage1[0], stage1[1], plan.fma,
+                           row_offset=np.tile(plane * sh, 4))
+        c00, c01, c10, c11 = np.split(corners, 4)
+        exact = _combine(c00, c01, c10, c11, ys, xs, ay, ax, plan.fma)
+        out.reshape(k, -1)[plane, idx] = exact > np.float32(t)
+    return True
 
 
 def _parallel(fn: Any, items: Any) -> None:
-    """Run ``fn`` over items on up to torch's intra-op thread count (numpy/OpenCV release the GIL)."""
+    """Run ``fn`` over items on this thread and the helper threads (numpy/OpenCV release the GIL)."""
     items = list(items)
     n = min(len(items), max(1, torch.get_num_threads()))
     if n <= 1:
         for it in items:
             fn(it)
         return
-    from concurrent.futures import ThreadPoolExecutor
+    pool = _helper_pool()
+    futures = [pool.submit(lambda part=items[k::n]: [fn(it) for it in part]) for k in range(1, n)]
+    for it in items[0::n]:
+        fn(it)
+    for f in futures:
+        f.result()
 
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        for _ in pool.map(fn, items):
-            pass
 
+def _threshold_dense(b: np.ndarray, plan: ResizePlan, t: float, out: np.ndarray, split: bool = True) -> bool:
+    """OpenCV's resize, then exact values for pixels within the certified bound of ``t``.
 
-def _noisy(low: np.ndarray, t: float) -> bool:
-    """True when many low-res 2x2 cells straddle the threshold (mask boundaries everywhere)."""
-    if low.shape[0] < 2 or low.shape[1] < 2:
+    Writes 0/1 into ``out`` (uint8, output size); False without OpenCV.
+    """
+    a, lo = _scratch(plan.out_hw)
+    if _approx_resize(b, plan.out_hw, dst=a) is None:
         return False
-    pos = low > t
-    mixed = (pos[:-1, :-1] != pos[1:, :-1]) | (pos[:-1, :-1] != pos[:-1, 1:]) | (pos[:-1, :-1] != pos[1:, 1:])
-    return float(mixed.mean()) > _NOISY_LOWRES_FRACTION
-
-
-# Above this share of mixed low-res cells the dense two-stage path is cheaper than cell classification.
-_NOISY_LOWRES_FRACTION = 0.02
-
-
-def _threshold_dense(b: np.ndarray, plan: ResizePlan, t: float, margin: Optional[float] = None) -> Optional[np.ndarray]:
-    """OpenCV's resize, then exact values for pixels within the certified bound of ``t``."""
-    a = _approx_resize(b, plan.out_hw)
-    if a is None:
-        return None
-    res = (a > np.float32(t)).view(np.uint8)
-    idx = _uncertain(a, t, _dense_margin(b) if margin is None else margin)
+    idx = _scan(a, t, _dense_margin(b), out.view(np.bool_), lo, split)
     if idx.size:
         ys, xs = np.divmod(idx, plan.out_hw[1])
-        res.ravel()[idx] = _interp2(b, ys, xs, plan.ay, plan.ax, plan.fma) > t
-    return res
+        out.ravel()[idx] = _interp2(b, ys, xs, plan.ay, plan.ax, plan.fma) > t
+    return True
 
 
-def threshold_input_maps(big: torch.Tensor, original_size: Sequence[int], threshold: float = 0.0, *,
-                         dense_margins: Optional[Sequence[Optional[float]]] = None) -> torch.Tensor:
+def threshold_input_maps(big: torch.Tensor, original_size: Sequence[int], threshold: float = 0.0) -> torch.Tensor:
     """``resize(big, original_size) > threshold`` bit for bit (second half of
-    :func:`threshold_upscaled`); ``big`` is (..., in_h, in_w) from :func:`upscale_to_input`.
-
-    ``dense_margins`` (one per map, optional): a number sends that map straight to the dense
-    path with this certified margin (noisy masks); None lets the map's cells decide."""
+    :func:`threshold_upscaled`); ``big`` is (..., in_h, in_w) from :func:`upscale_to_input`."""
     out_hw = (int(original_size[0]), int(original_size[1]))
     in_hw = (int(big.shape[-2]), int(big.shape[-1]))
     if big.numel() == 0:
@@ -411,35 +509,23 @@ def threshold_input_maps(big: torch.Tensor, original_size: Sequence[int], thresh
     lead = big.shape[:-2]
     srcs = big.reshape(-1, *in_hw).float().contiguous().numpy()
     out = np.empty((srcs.shape[0], *out_hw), dtype=np.uint8)
-    total = out_hw[0] * out_hw[1]
-
-    def work(i: int) -> None:
-        margin = dense_margins[i] if dense_margins is not None else None
-        out[i] = _threshold_one(srcs[i], plan, threshold, total, dense=margin is not None, margin=margin)
-
-    _parallel(work, range(srcs.shape[0]))
+    n = srcs.shape[0]
+    # several maps: one per thread; a single map: the dense path splits its own rows
+    _parallel(lambda i: _threshold_one(srcs[i], plan, threshold, out[i], split=n == 1), range(n))
     return torch.from_numpy(out.view(np.bool_)).reshape(*lead, *out_hw)
 
 
-def _threshold_one(b: np.ndarray, plan: ResizePlan, t: float, total: int, dense: bool = False,
-                   margin: Optional[float] = None) -> np.ndarray:
-    """One map: the cell path for clean masks, the dense path for noisy ones (``dense``, or
-    when the cells say so)."""
-    if dense:
-        res = _threshold_dense(b, plan, t, margin)
-        if res is not None:
-            return res
+def _threshold_one(b: np.ndarray, plan: ResizePlan, t: float, out: np.ndarray, split: bool = True) -> None:
+    """One map into ``out``: the cell path for clean masks, the dense path when many pixels
+    lie in mixed cells."""
     above, band = plan.classify(b[None], t)
     band_px = float(plan.ay.counts @ band[0].astype(np.float64) @ plan.ax.counts) if band.any() else 0.0
-    if band_px > _DENSE_BAND_FRACTION * total:
-        res = _threshold_dense(b, plan, t)
-        if res is not None:
-            return res
-    full = plan.expand(above[0].view(np.uint8))
+    if band_px > _DENSE_BAND_FRACTION * out.size and _threshold_dense(b, plan, t, out, split):
+        return
+    out[...] = plan.expand(above[0].view(np.uint8))
     if band_px:
         ys, xs = plan.band_pixels(band[0])
-        full[ys, xs] = _interp2(b, ys, xs, plan.ay, plan.ax, plan.fma) > t
-    return full
+        out[ys, xs] = _interp2(b, ys, xs, plan.ay, plan.ax, plan.fma) > t
 
 
 def count_above(
