@@ -62,24 +62,33 @@ def _fma32(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
     p = x.astype(np.float64) * y
     s = p + z
     r = s.astype(np.float32)
-    r64 = r.astype(np.float64)
+    # A float32 midpoint has the 29 low fraction bits of its float64 form equal to 1000...0 (normal
+    # range); below 2^-125 float32 spacing is fixed and that pattern does not apply, so such
+    # values are checked the long way too.
+    bits = s.view(np.uint64)
+    maybe = ((bits & np.uint64(0x1FFFFFFF)) == np.uint64(0x10000000)) | (
+        (bits & np.uint64(0x7FF0000000000000)) < np.uint64((1023 - 125) << 52))
+    if not maybe.any():
+        return r
+    idx = np.flatnonzero(maybe)
+    sf = s.ravel()[idx]
+    rf = r.ravel()[idx]
+    r64 = rf.astype(np.float64)
     # s is a midpoint between r and its neighbour o iff o = 2s - r is a float32 different from r.
-    o = 2.0 * s - r64
-    cand = (o != r64) & (o.astype(np.float32).astype(np.float64) == o)
-    if np.any(cand):
-        idx = np.nonzero(cand.ravel())[0]
-        pf = p.ravel()[idx]
-        zf = np.broadcast_to(np.asarray(z, np.float64), s.shape).ravel()[idx]
-        sf = s.ravel()[idx]
-        bp = sf - pf
-        err = (pf - (sf - bp)) + (zf - bp)  # exact rounding error of s (two-sum)
-        rf = r.ravel()[idx]
-        of = o.ravel()[idx].astype(np.float32)
-        fixed = np.where(err > 0, np.maximum(rf, of), np.where(err < 0, np.minimum(rf, of), rf))
-        r = r.copy().ravel()
-        r[idx] = fixed
-        r = r.reshape(s.shape)
-    return r
+    o = 2.0 * sf - r64
+    tie = (o != r64) & (o.astype(np.float32).astype(np.float64) == o)
+    if not tie.any():
+        return r
+    idx, sf, rf, o = idx[tie], sf[tie], rf[tie], o[tie]
+    pf = p.ravel()[idx]
+    zf = np.broadcast_to(np.asarray(z, np.float64), s.shape).ravel()[idx]
+    bp = sf - pf
+    err = (pf - (sf - bp)) + (zf - bp)  # exact rounding error of s (two-sum)
+    of = o.astype(np.float32)
+    fixed = np.where(err > 0, np.maximum(rf, of), np.where(err < 0, np.minimum(rf, of), rf))
+    r = r.copy().ravel()
+    r[idx] = fixed
+    return r.reshape(s.shape)
 
 
 class _Axis:
