@@ -429,7 +429,7 @@ def _stage1_axes(src_h: int, src_w: int, factor: int, fma: bool) -> Tuple[_Axis,
 
 def _threshold_two_stage(crops: np.ndarray, factor: int, plan: ResizePlan, stage1: Tuple[_Axis, _Axis],
                          t: float, out: np.ndarray) -> bool:
-    """Dense path for noisy low-res planes: both resizes by OpenCV, exact values where it matters.
+    """Both resizes by OpenCV, exact values where they decide the threshold (module docstring).
 
     ``crops`` (k, sh, sw) hold the low-res rows/columns the first resize reads. The first
     resize's weights (multiples of 1/(2*factor)) are exact in both libraries, so OpenCV's values
