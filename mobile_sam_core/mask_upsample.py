@@ -28,10 +28,11 @@ full-size logits).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import threading
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -326,16 +327,31 @@ def _uncertain(a: np.ndarray, t: float, margin: float) -> np.ndarray:
     return np.flatnonzero((a >= lo) & (a <= hi))
 
 
-_local = threading.local()
+_scratch_lock = threading.Lock()
+_scratch_free: list = []  # idle (float32, bool) buffer pairs, most recently returned last
+_SCRATCH_KEEP = 2  # pairs kept between calls (a 1500x2241 pair is 17 MB)
+_SCRATCH_MAX_PIXELS = 1 << 24  # larger buffers are not kept
 
 
-def _scratch(out_hw: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
-    """Per-thread float32 and bool buffers of one output size (fresh 13 MB arrays cost page faults)."""
-    bufs = getattr(_local, "bufs", None)
-    if bufs is None or bufs[0].shape != out_hw:
+@contextlib.contextmanager
+def _scratch(out_hw: Tuple[int, int]) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """Float32 and bool buffers of one output size, reused across calls and threads.
+
+    Fresh 13 MB arrays cost thousands of page faults each; a bounded free list (not one pair per
+    thread: servers run requests on many threads) keeps memory flat.
+    """
+    with _scratch_lock:
+        idx = next((i for i in range(len(_scratch_free) - 1, -1, -1) if _scratch_free[i][0].shape == out_hw), None)
+        bufs = _scratch_free.pop(idx) if idx is not None else None
+    if bufs is None:
         bufs = (np.empty(out_hw, np.float32), np.empty(out_hw, np.bool_))
-        _local.bufs = bufs
-    return bufs
+    try:
+        yield bufs
+    finally:
+        if bufs[0].size <= _SCRATCH_MAX_PIXELS:
+            with _scratch_lock:
+                _scratch_free.append(bufs)
+                del _scratch_free[:-_SCRATCH_KEEP]
 
 
 _helper_lock = threading.Lock()
@@ -445,13 +461,13 @@ def _threshold_two_stage(crops: np.ndarray, factor: int, plan: ResizePlan, stage
     in_h, in_w = plan.in_hw
     out_h, out_w = plan.out_hw
     k, sh, sw = crops.shape
-    a, lo = _scratch(plan.out_hw)
     hits = []
-    for i in range(k):
-        b = cv2.resize(crops[i], (sw * factor, sh * factor), interpolation=cv2.INTER_LINEAR)[:in_h, :in_w]
-        cv2.resize(b, (out_w, out_h), dst=a, interpolation=cv2.INTER_LINEAR)
-        margin = _dense_margin(crops[i], 1.01 / factor, max(in_h, in_w)) + 1e-5 * float(np.abs(crops[i]).max())
-        hits.append(_scan(a, t, margin, out[i].view(np.bool_), lo))
+    with _scratch(plan.out_hw) as (a, lo):
+        for i in range(k):
+            b = cv2.resize(crops[i], (sw * factor, sh * factor), interpolation=cv2.INTER_LINEAR)[:in_h, :in_w]
+            cv2.resize(b, (out_w, out_h), dst=a, interpolation=cv2.INTER_LINEAR)
+            margin = _dense_margin(crops[i], 1.01 / factor, max(in_h, in_w)) + 1e-5 * float(np.abs(crops[i]).max())
+            hits.append(_scan(a, t, margin, out[i].view(np.bool_), lo))
     sizes = [h.size for h in hits]
     if sum(sizes):
         idx = np.concatenate(hits)
@@ -490,10 +506,11 @@ def _threshold_dense(b: np.ndarray, plan: ResizePlan, t: float, out: np.ndarray,
 
     Writes 0/1 into ``out`` (uint8, output size); False without OpenCV.
     """
-    a, lo = _scratch(plan.out_hw)
-    if _approx_resize(b, plan.out_hw, dst=a) is None:
+    if _cv2() is None:
         return False
-    idx = _scan(a, t, _dense_margin(b), out.view(np.bool_), lo, split)
+    with _scratch(plan.out_hw) as (a, lo):
+        _approx_resize(b, plan.out_hw, dst=a)
+        idx = _scan(a, t, _dense_margin(b), out.view(np.bool_), lo, split)
     if idx.size:
         ys, xs = np.divmod(idx, plan.out_hw[1])
         out.ravel()[idx] = _interp2(b, ys, xs, plan.ay, plan.ax, plan.fma) > t

@@ -113,6 +113,34 @@ def test_threshold_upscaled_large_image_both_paths():
 
 
 @pytest.mark.skipif(not mu.emulation_available(), reason="this PyTorch build's bilinear arithmetic is not emulated")
+def test_threshold_paths_are_exact_from_concurrent_threads():
+    """Server threads share the scratch buffers and helper threads: results must not mix, and
+    the idle buffers kept stay bounded."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    g = torch.Generator().manual_seed(5)
+    smooth = F.avg_pool2d(torch.randn(1, 3, 256, 256, generator=g) * 6, 15, 1, 7) * 6
+    cases = [(torch.randn(1, 3, 256, 256, generator=g) * 3, (685, 1024), (900, 1345)),
+             (smooth, (1024, 686), (700, 469)),
+             (torch.randn(1, 2, 256, 256, generator=g), (685, 1024), (600, 897))]
+    refs = [_reference_per_plane(low, 1024, in_hw, out_hw) > 0 for low, in_hw, out_hw in cases]
+    # everything mode's entry point: several maps at the input size, clean and noisy mixed
+    planes = torch.cat([smooth[0], cases[0][0][0]])[:, None]  # (6, 1, 256, 256)
+    big = torch.cat([mu.upscale_to_input(planes[i:i + 1], 1024, (685, 1024))[:, 0] for i in range(6)])
+    big_ref = _reference_per_plane(planes, 1024, (685, 1024), (900, 1345))[:, 0] > 0
+
+    def run(i):
+        if i % 4 == 3:
+            return torch.equal(mu.threshold_input_maps(big, (900, 1345)), big_ref)
+        low, in_hw, out_hw = cases[i % 4]
+        return torch.equal(mu.threshold_upscaled(low, 1024, in_hw, out_hw), refs[i % 4])
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert all(pool.map(run, range(12)))
+    assert len(mu._scratch_free) <= mu._SCRATCH_KEEP
+
+
+@pytest.mark.skipif(not mu.emulation_available(), reason="this PyTorch build's bilinear arithmetic is not emulated")
 def test_count_above_matches_reference_counts():
     g = torch.Generator().manual_seed(11)
     for oh, ow, in_hw in [(900, 1345, (685, 1024)), (300, 201, (1024, 686)), (685, 1024, (685, 1024))]:
