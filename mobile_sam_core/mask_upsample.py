@@ -283,7 +283,8 @@ def upscale_to_input(low_res: torch.Tensor, img_size: int, input_size: Sequence[
     )[..., :in_h, :in_w]
 
 
-def _dense_margin(b: np.ndarray, diff_scale: float = 1.0, extent: Optional[int] = None) -> float:
+def _dense_margin(b: np.ndarray, diff_scale: float = 1.0, extent: Optional[int] = None,
+                  rounding: float = 5e-6) -> float:
     """Bound on |approximate - exact| for :func:`_approx_resize` of map ``b``.
 
     Both OpenCV and PyTorch compute convex combinations of the same 2x2 samples. PyTorch's
@@ -295,14 +296,14 @@ def _dense_margin(b: np.ndarray, diff_scale: float = 1.0, extent: Optional[int] 
     The margin below is 2.5 times that (and scales the coordinate term with larger inputs).
     ``diff_scale`` lets callers pass the low-res logits instead of ``b`` (differences shrink by
     the upscaling factor; max|b| <= max|low-res|) with ``extent``, the largest side of the map
-    that is resized.
+    that is resized; ``rounding`` (times max|b|) can include the rounding of an earlier stage.
     """
     if b.size == 0:
         return _TINY
     dy = float(np.abs(np.diff(b, axis=0)).max()) if b.shape[0] > 1 else 0.0
     dx = float(np.abs(np.diff(b, axis=1)).max()) if b.shape[1] > 1 else 0.0
     scale = max(1.0, (max(b.shape) if extent is None else extent) / 1024.0)
-    return 5e-4 * scale * diff_scale * (dx + dy) + 5e-6 * float(np.abs(b).max()) + _TINY
+    return 5e-4 * scale * diff_scale * (dx + dy) + rounding * float(np.abs(b).max()) + _TINY
 
 
 def _cv2() -> Any:
@@ -319,12 +320,6 @@ def _approx_resize(b: np.ndarray, out_hw: Tuple[int, int], dst: Optional[np.ndar
     if cv2 is None:
         return None
     return cv2.resize(b, (out_hw[1], out_hw[0]), dst=dst, interpolation=cv2.INTER_LINEAR)
-
-
-def _uncertain(a: np.ndarray, t: float, margin: float) -> np.ndarray:
-    """Flat indices where ``a`` is within ``margin`` of ``t``."""
-    lo, hi = np.float32(t) - np.float32(margin), np.float32(t) + np.float32(margin)
-    return np.flatnonzero((a >= lo) & (a <= hi))
 
 
 _scratch_lock = threading.Lock()
@@ -422,19 +417,16 @@ def threshold_upscaled(
     h, w = low_res.shape[-2:]
     factor = img_size / h
     in_hw = (int(input_size[0]), int(input_size[1]))
-    if mode == "none" or in_hw == out_hw or factor != int(factor):
-        return threshold_input_maps(upscale_to_input(low_res, img_size, input_size), original_size, threshold)
-    f = int(factor)
-    src_h = min(h, math.ceil(in_hw[0] / factor) + 1)
-    src_w = min(w, math.ceil(in_hw[1] / factor) + 1)
-    lead = low_res.shape[:-2]
-    flat = low_res.reshape(-1, h, w)
-    crops = np.ascontiguousarray(flat[:, :src_h, :src_w].numpy())
-    plan = _plan(in_hw, out_hw, mode == "fma")
-    out = np.empty((crops.shape[0], *out_hw), dtype=np.uint8)
-    if not _threshold_two_stage(crops, f, plan, _stage1_axes(src_h, src_w, f, mode == "fma"), threshold, out):
-        return threshold_input_maps(upscale_to_input(low_res, img_size, input_size), original_size, threshold)
-    return torch.from_numpy(out.view(np.bool_)).reshape(*lead, *out_hw)
+    if mode != "none" and in_hw != out_hw and factor == int(factor):
+        f = int(factor)
+        src_h = min(h, math.ceil(in_hw[0] / factor) + 1)
+        src_w = min(w, math.ceil(in_hw[1] / factor) + 1)
+        crops = np.ascontiguousarray(low_res.reshape(-1, h, w)[:, :src_h, :src_w].numpy())
+        out = np.empty((crops.shape[0], *out_hw), dtype=np.uint8)
+        plan = _plan(in_hw, out_hw, mode == "fma")
+        if _threshold_two_stage(crops, f, plan, _stage1_axes(src_h, src_w, f, mode == "fma"), threshold, out):
+            return torch.from_numpy(out.view(np.bool_)).reshape(*low_res.shape[:-2], *out_hw)
+    return threshold_input_maps(upscale_to_input(low_res, img_size, input_size), original_size, threshold)
 
 
 @functools.lru_cache(maxsize=8)
@@ -466,7 +458,7 @@ def _threshold_two_stage(crops: np.ndarray, factor: int, plan: ResizePlan, stage
         for i in range(k):
             b = cv2.resize(crops[i], (sw * factor, sh * factor), interpolation=cv2.INTER_LINEAR)[:in_h, :in_w]
             cv2.resize(b, (out_w, out_h), dst=a, interpolation=cv2.INTER_LINEAR)
-            margin = _dense_margin(crops[i], 1.01 / factor, max(in_h, in_w)) + 1e-5 * float(np.abs(crops[i]).max())
+            margin = _dense_margin(crops[i], 1.01 / factor, max(in_h, in_w), rounding=5e-6 + 1e-5)
             hits.append(_scan(a, t, margin, out[i].view(np.bool_), lo))
     sizes = [h.size for h in hits]
     if sum(sizes):
@@ -583,29 +575,24 @@ def count_above(
     ny = plan.ay.counts.astype(np.float64)
     nx = plan.ax.counts.astype(np.float64)
     total = out_hw[0] * out_hw[1]
-    for i in range(n):
-        b = srcs[i]
-        dense: Optional[np.ndarray] = None
-        margin = None
-        for j, t in enumerate(thresholds):
-            above, band = plan.classify(b[None], t)
-            band_px = float(ny @ band[0].astype(np.float64) @ nx)
-            if band_px > _DENSE_BAND_FRACTION * total:
-                if dense is None:
-                    dense = _approx_resize(b, out_hw)
-                    margin = _dense_margin(b)
-                if dense is not None:
-                    count = int(np.count_nonzero(dense > np.float32(t)))
-                    idx = _uncertain(dense, t, margin)
-                    if idx.size:
-                        ys, xs = np.divmod(idx, out_hw[1])
-                        exact = _interp2(b, ys, xs, plan.ay, plan.ax, plan.fma) > t
-                        count += int(np.count_nonzero(exact)) - int(np.count_nonzero(dense.ravel()[idx] > np.float32(t)))
-                    res[i, j] = count
-                    continue
-            count = int(round(float(ny @ above[0].astype(np.float64) @ nx)))
-            if band_px:
-                ys, xs = plan.band_pixels(band[0])
-                count += int(np.count_nonzero(_interp2(b, ys, xs, plan.ay, plan.ax, plan.fma) > t))
-            res[i, j] = count
+    sure = np.empty(out_hw, np.bool_)
+    with _scratch(out_hw) as (a, lo):
+        for i in range(n):
+            b = srcs[i]
+            margin: Optional[float] = None  # set once ``a`` holds OpenCV's resize of ``b``
+            for j, t in enumerate(thresholds):
+                above, band = plan.classify(b[None], t)
+                band_px = float(ny @ band[0].astype(np.float64) @ nx)
+                if band_px > _DENSE_BAND_FRACTION * total and _cv2() is not None:
+                    if margin is None:
+                        _approx_resize(b, out_hw, dst=a)
+                        margin = _dense_margin(b)
+                    ys, xs = np.divmod(_scan(a, t, margin, sure, lo), out_hw[1])
+                    count = int(np.count_nonzero(sure))
+                else:
+                    count = int(round(float(ny @ above[0].astype(np.float64) @ nx)))
+                    ys, xs = plan.band_pixels(band[0]) if band_px else (np.zeros(0, np.int64),) * 2
+                if ys.size:  # pixels left undecided: exact values
+                    count += int(np.count_nonzero(_interp2(b, ys, xs, plan.ay, plan.ax, plan.fma) > t))
+                res[i, j] = count
     return res
