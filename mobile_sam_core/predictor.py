@@ -28,7 +28,7 @@ class SamPredictor:
 
     Speed (see ``mobile_sam_core.acceleration``, ``fast_decoder``, ``mask_upsample``): by default
     the encoder runs an optimised float32 graph, the decoder shares per-image work between
-    prompts, and boolean masks are thresholded without computing every full-size logit; outputs
+    prompts, and boolean masks come from OpenCV resizes with exact arithmetic only near the threshold; outputs
     match the reference computation to float32 rounding (masks bit for bit in the upsampling).
 
     Keyword-only options:
@@ -250,12 +250,12 @@ class SamPredictor:
         )
 
     def _upscale(self, low_res_masks: torch.Tensor, return_logits: bool) -> torch.Tensor:
-        """Full-size logits, or boolean masks (thresholded without every full-size logit on CPU)."""
+        """Full-size logits, or boolean masks (on CPU without PyTorch's arithmetic for every pixel)."""
         size = self.model.image_encoder.img_size
         if return_logits or self.features.device.type != "cpu":
             masks = upscale_logits(low_res_masks, size, self.input_size, self.original_size)
             return masks if return_logits else masks > self.model.mask_threshold
-        # bit-identical to thresholding upscale_logits, computed only near mask boundaries
+        # bit-identical to thresholding upscale_logits; exact arithmetic only near the threshold
         return threshold_upscaled(low_res_masks, size, self.input_size, self.original_size,
                                   self.model.mask_threshold)
 
