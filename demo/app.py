@@ -79,7 +79,8 @@ def build_app(config: DemoConfig | None = None, *, models: ModelService | None =
             with gr.Column(scale=1, min_width=280, elem_id="input-column"):
                 panel = build_input(ctx)
             with gr.Column(scale=3, min_width=320):
-                with gr.Tabs(elem_id="tabs"):
+                # "wrap": on phones every mode stays visible instead of hiding behind a "..." menu
+                with gr.Tabs(elem_id="tabs", overflow_behavior="wrap"):
                     with gr.Tab("Points", id="points", elem_id="tab-points"):
                         points = points_tab.build(ctx, session)
                     with gr.Tab("Box", id="box", elem_id="tab-box"):

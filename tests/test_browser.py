@@ -285,6 +285,11 @@ def test_phone_layout_has_no_horizontal_overflow(app_server, new_page) -> None:
     shot(page, "phone_02_points", full_page=True)
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 1, f"page is {overflow}px wider than the phone screen"
+    # every mode is one tap away (Gradio's default hides tabs that do not fit behind a "..." menu)
+    for name in ("Points", "Box", "Everything", "Compare", "About"):
+        assert page.get_by_role("tab", name=name).is_visible(), f"{name} tab is not visible on a phone"
+    page.get_by_role("tab", name="Everything").click()
+    page.locator("#everything-run").wait_for(state="visible")
 
 
 def test_offline_fallback_banner_and_box_on_the_coffee_cup(fallback_server, new_page) -> None:
