@@ -173,6 +173,10 @@ def test_points_click_shows_mask_candidates_and_cutout_download(app_server, new_
     page.locator("#points-mode label:has-text('Background')").click()
     click_image_at(page, "#points-canvas", 0.15, 0.15)
     wait_text(page, "#points-info", lambda t: "2 points" in t)
+    # A quick double click: the second click waits for the first instead of being dropped.
+    click_image_at(page, "#points-canvas", 0.85, 0.15)
+    click_image_at(page, "#points-canvas", 0.85, 0.85)
+    wait_text(page, "#points-info", lambda t: "4 points" in t, timeout_s=30)
     shot(page, "desktop_02_points")
 
     # Download the transparent cut-out.
@@ -186,7 +190,7 @@ def test_points_click_shows_mask_candidates_and_cutout_download(app_server, new_
 
     # Undo and clear.
     page.locator("#points-undo").click()
-    wait_text(page, "#points-info", lambda t: "1 point" in t and "2 points" not in t)
+    wait_text(page, "#points-info", lambda t: "3 points" in t)
     page.locator("#points-clear").click()
     wait_text(page, "#points-info", lambda t: "Click on an object" in t)
 

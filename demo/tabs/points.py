@@ -136,10 +136,11 @@ def build(ctx: AppContext, session: gr.State) -> PointsTab:
         chosen = replace(result, chosen=int(evt.index))
         return _outputs(ctx, replace(current, point_result=chosen))
 
-    # trigger_mode "once": a click arriving while the previous one is still running is ignored
-    # (two clicks of one visitor must not race on the same session state).
+    # trigger_mode "always_last": a click arriving while the previous one runs is sent when that
+    # one has finished (so two clicks of one visitor never race on the session state); of several
+    # such clicks only the last is kept.
     events = [
-        canvas.select(on_click, [session, mode], outputs, trigger_mode="once", **common),
+        canvas.select(on_click, [session, mode], outputs, trigger_mode="always_last", **common),
         undo.click(on_undo, [session], outputs, **common),
         clear.click(on_clear, [session], outputs, **common),
         candidates.select(on_choose, [session], outputs, **common),
