@@ -117,8 +117,14 @@ def click_image_at(page, selector: str, fx: float, fy: float) -> tuple[float, fl
     img.wait_for()
     box = img.bounding_box()
     natural = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
-    # object-fit: contain may letterbox the picture inside the element.
+    fit = img.evaluate("e => getComputedStyle(e).objectFit")
+    # The picture is centred in the element: "contain" scales it to fit, "scale-down" (Gradio's
+    # choice) only ever shrinks it, so a small photo keeps its natural size.
     scale = min(box["width"] / natural[0], box["height"] / natural[1])
+    if fit == "scale-down":
+        scale = min(scale, 1.0)
+    elif fit != "contain":
+        raise AssertionError(f"unexpected object-fit {fit!r} for {selector}")
     shown_w, shown_h = natural[0] * scale, natural[1] * scale
     x = (box["width"] - shown_w) / 2 + fx * shown_w
     y = (box["height"] - shown_h) / 2 + fy * shown_h
@@ -138,6 +144,11 @@ def original(name: str) -> np.ndarray:
 def is_green(pixel: np.ndarray) -> bool:
     r, g, b = (int(v) for v in pixel)
     return g > 140 and g > r + 50 and g > b + 50
+
+
+def is_red(pixel: np.ndarray) -> bool:
+    r, g, b = (int(v) for v in pixel)
+    return r > 140 and r > g + 50 and r > b + 50
 
 
 # ------------------------------------------------------------------------------------- tests
@@ -171,8 +182,11 @@ def test_points_click_shows_mask_candidates_and_cutout_download(app_server, new_
 
     # A background click adds a second point.
     page.locator("#points-mode label:has-text('Background')").click()
-    click_image_at(page, "#points-canvas", 0.15, 0.15)
+    bx, by = click_image_at(page, "#points-canvas", 0.15, 0.15)
     wait_text(page, "#points-info", lambda t: "2 points" in t)
+    # drawn red where the visitor clicked, away from the centre (where scaling errors vanish)
+    overlay = displayed_image(page, "#points-canvas")
+    assert is_red(overlay[int(by), int(bx)]), overlay[int(by), int(bx)]
     # A quick double click: the second click waits for the first instead of being dropped.
     click_image_at(page, "#points-canvas", 0.85, 0.15)
     click_image_at(page, "#points-canvas", 0.85, 0.85)
