@@ -16,10 +16,9 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -34,7 +33,6 @@ from .core import (
     cutout_rgba,
     encode_jpeg,
     encode_png,
-    image_digest,
     load_image,
     make_mask_generator,
     make_predictor,
@@ -240,51 +238,14 @@ def image_key(image: LoadedImage) -> str:
     return image.digest[:16]
 
 
-class _EncodeGate:
-    """Lets one thread at a time encode a given image with a given model.
-
-    A click that arrives while the upload's encoding is still running waits for it and then finds
-    the embedding in the cache, instead of running the encoder a second time next to it.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._busy: dict[tuple[str, str], threading.Event] = {}
-
-    @contextmanager
-    def hold(self, key: tuple[str, str]) -> Iterator[None]:
-        while True:
-            with self._lock:
-                event = self._busy.get(key)
-                if event is None:
-                    event = self._busy[key] = threading.Event()
-                    break
-            event.wait(timeout=300)
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._busy.pop(key, None)
-            event.set()
-
-
-_encode_gate = _EncodeGate()
-
-
-def _set_image(predictor: Any, served: ServedModel, image: np.ndarray, digest: str | None = None) -> None:
-    token = getattr(served.model, "cache_token", None) or f"id:{id(served.model)}"
-    digest = digest or image_digest(image)
-    with _encode_gate.hold((token, digest)):
-        predictor.set_image(image, digest=digest)
-
-
 def encode_image(served: ServedModel, image: np.ndarray, digest: str | None = None) -> tuple[float, bool]:
     """Compute (or find in the shared cache) the image embedding. Returns (ms, from_cache).
 
     ``digest`` is ``image_digest(image)`` when known (``LoadedImage.digest``)."""
     predictor = make_predictor(served.model)
     t0 = time.perf_counter()
-    _set_image(predictor, served, image, digest)
+    # the core's cache runs one encode per image: a click during the upload's encode waits for it
+    predictor.set_image(image, digest=digest)
     return (time.perf_counter() - t0) * 1000.0, bool(getattr(predictor, "last_set_image_from_cache", False))
 
 
@@ -380,7 +341,7 @@ def segment_prompts(served: ServedModel, image: np.ndarray, points: np.ndarray |
         raise PromptError("No prompt yet: click on the object (Points tab) or drag a box (Box tab).")
     predictor = make_predictor(served.model)
     t0 = time.perf_counter()
-    _set_image(predictor, served, image, digest)
+    predictor.set_image(image, digest=digest)
     t1 = time.perf_counter()
     prompts = dict(point_coords=points if has_points else None, point_labels=labels if has_points else None,
                    box=box, multimask_output=multimask)

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .build import MODEL_SPECS, CheckpointError, LoadedModel, build_model
-from .images import MAX_SIDE, ImageLoadError, LoadedImage, PromptError, clip_box, load_image, validate_points
+from .images import MAX_SIDE, ImageLoadError, PromptError, clip_box, load_image, validate_points
 from .render import cutout_rgba, encode_png, mask_to_png_bytes, masks_to_coco_json, overlay_masks
 from .weights import WeightsUnavailableError, download_checkpoint, weights_status
 

@@ -2,7 +2,9 @@
 
 Encoding an image is the expensive step (hundreds of milliseconds on a CPU); prompting is cheap.
 Predictors share one cache so that a second click on the same image, from any predictor instance
-or any visitor, never runs the encoder again.
+or any visitor, never runs the encoder again, and a click that arrives while that image is still
+being encoded waits for the running encoder instead of starting a second one
+(:meth:`EmbeddingCache.get_or_compute`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Hashable
+from typing import Callable, Hashable
 
 import numpy as np
 import torch
@@ -41,6 +43,14 @@ def image_digest(image: np.ndarray) -> str:
     return h.hexdigest()
 
 
+class _Flight:
+    """One running computation of a key, awaited by the other callers asking for it."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: CachedEmbedding | None = None
+
+
 class EmbeddingCache:
     """LRU mapping ``key -> CachedEmbedding`` holding at most ``max_bytes`` of features.
 
@@ -54,6 +64,7 @@ class EmbeddingCache:
         self._items: OrderedDict[Hashable, CachedEmbedding] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self._flights: dict[Hashable, _Flight] = {}
         self.hits = 0
         self.misses = 0
 
@@ -66,6 +77,40 @@ class EmbeddingCache:
             self._items.move_to_end(key)
             self.hits += 1
             return item
+
+    def get_or_compute(self, key: Hashable, compute: Callable[[], CachedEmbedding]) -> tuple[CachedEmbedding, bool]:
+        """The entry for ``key``, made by ``compute()`` on a miss; returns ``(item, was_cached)``.
+
+        One computation per key at a time: callers asking for a key that another thread is
+        computing wait for it and get its result (``was_cached`` True). If that computation
+        raises, the next waiter computes instead.
+        """
+        while True:
+            with self._lock:
+                item = self._items.get(key)
+                if item is not None:
+                    self._items.move_to_end(key)
+                    self.hits += 1
+                    return item, True
+                flight = self._flights.get(key)
+                if flight is None:
+                    flight = self._flights[key] = _Flight()
+                    self.misses += 1
+                    break
+            flight.done.wait()
+            if flight.result is not None:  # also when too large to be kept
+                with self._lock:
+                    self.hits += 1
+                return flight.result, True
+        try:
+            item = compute()
+            flight.result = item
+            self.put(key, item)
+            return item, False
+        finally:
+            with self._lock:
+                self._flights.pop(key, None)
+            flight.done.set()
 
     def put(self, key: Hashable, item: CachedEmbedding) -> None:
         size = item.nbytes

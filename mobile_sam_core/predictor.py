@@ -94,19 +94,24 @@ class SamPredictor:
             image = image[..., ::-1]
             digest = None  # the digest names the pixels as given, not the flipped ones
 
-        key = self._cache_key(digest or image_digest(image)) if self.cache is not None else None
-        cached = self.cache.get(key) if self.cache is not None else None
-        if cached is not None:
-            self._use_embedding(cached)
-            self.last_set_image_from_cache = True
+        if self.cache is None:
+            self._encode(image)
+            self.last_set_image_from_cache = False
             return
+        # single flight: a second caller for the same image waits for this encode, not a second one
+        item, cached = self.cache.get_or_compute(self._cache_key(digest or image_digest(image)),
+                                                 lambda: self._encode(image))
+        if cached:
+            self._use_embedding(item)
+        self.last_set_image_from_cache = cached
+
+    def _encode(self, image: np.ndarray) -> CachedEmbedding:
+        """Run the encoder on an RGB/BGR array already in the model's channel order."""
         input_image = self.transform.apply_image(image)
         input_image_torch = torch.as_tensor(input_image, device=self.device)
         input_image_torch = input_image_torch.permute(2, 0, 1).contiguous()[None, :, :, :]
         self.set_torch_image(input_image_torch, image.shape[:2])
-        self.last_set_image_from_cache = False
-        if self.cache is not None:
-            self.cache.put(key, CachedEmbedding(self.features, self.original_size, self.input_size))
+        return CachedEmbedding(self.features, self.original_size, self.input_size)
 
     @torch.no_grad()
     def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: Tuple[int, ...]) -> None:

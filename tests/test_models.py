@@ -175,6 +175,95 @@ def test_cache_is_thread_safe():
     assert cache.nbytes == len(cache) * 64 <= cache.max_bytes
 
 
+def test_concurrent_set_image_of_one_image_encodes_once(vit_t, monkeypatch):
+    """A click arriving while the upload is still being encoded waits for that encode."""
+    import mobile_sam_core.predictor as predictor_module
+
+    real_encode = predictor_module.encode
+    calls = []
+
+    def slow_encode(*args, **kwargs):
+        calls.append(threading.get_ident())
+        threading.Event().wait(0.3)  # keep the other callers arriving while this one runs
+        return real_encode(*args, **kwargs)
+
+    monkeypatch.setattr(predictor_module, "encode", slow_encode)
+    cache = EmbeddingCache(64 * 2**20)
+    image = make_photo_like(90, 120, seed=5)
+    predictors = [SamPredictor(vit_t, cache=cache) for _ in range(3)]
+    start = threading.Barrier(len(predictors))
+
+    def run(p: SamPredictor) -> None:
+        start.wait()
+        p.set_image(image)
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in predictors]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1, "the encoder ran more than once for one image"
+    assert sorted(p.last_set_image_from_cache for p in predictors) == [False, True, True]
+    for p in predictors[1:]:
+        assert torch.equal(p.get_image_embedding(), predictors[0].get_image_embedding())
+    assert (cache.misses, cache.hits) == (1, 2)
+
+
+def _item() -> CachedEmbedding:
+    return CachedEmbedding(torch.ones(1, 4, 2, 2), (8, 8), (8, 8))
+
+
+def _in_flight(cache: EmbeddingCache, key, compute) -> tuple[threading.Thread, list]:
+    """Start get_or_compute(key, compute) on a thread; returns it and a list for its outcome."""
+    out: list = []
+
+    def run() -> None:
+        try:
+            out.append(cache.get_or_compute(key, compute))
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            out.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, out
+
+
+def test_get_or_compute_hands_a_result_to_waiters_and_retries_after_a_failure():
+    # Too large to keep (max_bytes=0): the waiter still gets the running computation's result.
+    cache = EmbeddingCache(max_bytes=0)
+    release = threading.Event()
+    first, first_out = _in_flight(cache, "k", lambda: (release.wait(5), _item())[1])
+    while "k" not in cache._flights:
+        threading.Event().wait(0.01)
+    second, second_out = _in_flight(cache, "k", lambda: pytest.fail("computed twice"))
+    threading.Event().wait(0.1)
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert first_out[0][1] is False and second_out[0][1] is True
+    assert second_out[0][0] is first_out[0][0] and len(cache) == 0
+
+    # The computing caller fails: a waiter computes instead of hanging or failing too.
+    cache = EmbeddingCache()
+    release = threading.Event()
+
+    def failing() -> CachedEmbedding:
+        release.wait(5)
+        raise RuntimeError("encoder crashed")
+
+    first, first_out = _in_flight(cache, "k", failing)
+    while "k" not in cache._flights:
+        threading.Event().wait(0.01)
+    second, second_out = _in_flight(cache, "k", _item)
+    threading.Event().wait(0.1)
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert isinstance(first_out[0], RuntimeError)
+    item, cached = second_out[0]
+    assert cached is False and "k" in cache and not cache._flights
+
+
 def test_predictor_argument_errors(vit_t):
     predictor = SamPredictor(vit_t, cache=False)
     with pytest.raises(RuntimeError, match="set_image"):
