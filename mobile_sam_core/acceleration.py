@@ -39,6 +39,8 @@ from typing import Any, Callable, Dict, Optional
 import torch
 import torch.nn.functional as F
 
+from .tensor_versions import weights_fingerprint
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -399,17 +401,6 @@ class OnnxEncoder:
 _enc_lock = threading.Lock()
 
 
-def _version(t: torch.Tensor) -> int:
-    try:
-        return t._version
-    except RuntimeError:  # inference tensors have no version counter (and cannot be modified)
-        return -1
-
-
-def _fingerprint(module: torch.nn.Module) -> tuple:
-    return tuple((id(t), _version(t)) for t in module.state_dict(keep_vars=True).values())
-
-
 def encoder_runner(model: Any, precision: str = "fp32", backend: str = "auto") -> Callable[[torch.Tensor], torch.Tensor]:
     """A callable mapping a preprocessed ``(1, 3, S, S)`` image to the image embedding.
 
@@ -438,7 +429,7 @@ def encoder_runner(model: Any, precision: str = "fp32", backend: str = "auto") -
             return enc
         return lambda x: _autocast_bf16(enc, x)
     key = (precision, backend if backend == "onnx" else "torch")
-    fp = _fingerprint(enc)
+    fp = weights_fingerprint(enc)
     with _enc_lock:
         store = model.__dict__.setdefault("_msc_encoders", {})
         hit = store.get(key)

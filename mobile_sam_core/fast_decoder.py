@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
 
+from .tensor_versions import tensor_version, weights_fingerprint
+
 __all__ = [
     "FastMaskDecoder", "ImageContext", "cached_dense_pe", "fast_decoder_for", "image_context", "supports_fast_decoder",
 ]
@@ -383,22 +385,11 @@ class FastMaskDecoder:
 _lock = threading.Lock()
 
 
-def _version(t: torch.Tensor) -> int:
-    try:
-        return t._version
-    except RuntimeError:  # inference tensors have no version counter (and cannot be modified)
-        return -1
-
-
-def _fingerprint(module: torch.nn.Module) -> tuple:
-    return tuple((id(t), _version(t)) for t in module.state_dict(keep_vars=True).values())
-
-
 def fast_decoder_for(model: Sam, dtype: torch.dtype = torch.float32) -> Optional[FastMaskDecoder]:
     """The :class:`FastMaskDecoder` of ``model`` (rebuilt when its weights change), or None."""
     if not supports_fast_decoder(model):
         return None
-    fp = _fingerprint(model.mask_decoder) + _fingerprint(model.prompt_encoder)
+    fp = weights_fingerprint(model.mask_decoder) + weights_fingerprint(model.prompt_encoder)
     with _lock:
         store = model.__dict__.setdefault("_msc_fast_decoders", {})
         entry = store.get(dtype)
@@ -415,7 +406,7 @@ _CTX_ENTRIES = 4  # per-image contexts are ~3x the embedding's size; keep only r
 
 def image_context(decoder: FastMaskDecoder, features: torch.Tensor, dense_pe: torch.Tensor) -> ImageContext:
     """:meth:`FastMaskDecoder.prepare`, cached for the few most recently used embeddings."""
-    key = (id(features), _version(features), id(decoder))
+    key = (id(features), tensor_version(features), id(decoder))
     with _ctx_lock:
         hit = _ctx_cache.get(key)
         if hit is not None and hit[0]() is features:
@@ -434,7 +425,7 @@ def cached_dense_pe(model: Sam) -> torch.Tensor:
     """``prompt_encoder.get_dense_pe()`` (image independent), cached until its weights change."""
     pe = model.prompt_encoder
     gauss = pe.pe_layer.positional_encoding_gaussian_matrix
-    key = (id(gauss), _version(gauss), tuple(pe.image_embedding_size))
+    key = (id(gauss), tensor_version(gauss), tuple(pe.image_embedding_size))
     hit = pe.__dict__.get("_msc_dense_pe")
     if hit is not None and hit[0] == key:
         return hit[1]
