@@ -68,14 +68,19 @@ class EmbeddingCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: Hashable) -> CachedEmbedding | None:
-        with self._lock:
-            item = self._items.get(key)
-            if item is None:
-                self.misses += 1
-                return None
+    def _lookup(self, key: Hashable) -> CachedEmbedding | None:
+        """The entry (made most recent, counted as a hit) or None; the caller holds the lock."""
+        item = self._items.get(key)
+        if item is not None:
             self._items.move_to_end(key)
             self.hits += 1
+        return item
+
+    def get(self, key: Hashable) -> CachedEmbedding | None:
+        with self._lock:
+            item = self._lookup(key)
+            if item is None:
+                self.misses += 1
             return item
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], CachedEmbedding]) -> tuple[CachedEmbedding, bool]:
@@ -87,10 +92,8 @@ class EmbeddingCache:
         """
         while True:
             with self._lock:
-                item = self._items.get(key)
+                item = self._lookup(key)
                 if item is not None:
-                    self._items.move_to_end(key)
-                    self.hits += 1
                     return item, True
                 flight = self._flights.get(key)
                 if flight is None:

@@ -451,13 +451,13 @@ def _threshold_two_stage(crops: np.ndarray, factor: int, plan: ResizePlan, stage
     if cv2 is None:
         return False
     in_h, in_w = plan.in_hw
-    out_h, out_w = plan.out_hw
+    out_w = plan.out_hw[1]
     k, sh, sw = crops.shape
     hits = []
     with _scratch(plan.out_hw) as (a, lo):
         for i in range(k):
             b = cv2.resize(crops[i], (sw * factor, sh * factor), interpolation=cv2.INTER_LINEAR)[:in_h, :in_w]
-            cv2.resize(b, (out_w, out_h), dst=a, interpolation=cv2.INTER_LINEAR)
+            _approx_resize(b, plan.out_hw, dst=a)
             margin = _dense_margin(crops[i], 1.01 / factor, max(in_h, in_w), rounding=5e-6 + 1e-5)
             hits.append(_scan(a, t, margin, out[i].view(np.bool_), lo))
     sizes = [h.size for h in hits]
