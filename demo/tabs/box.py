@@ -95,7 +95,7 @@ def build(ctx: AppContext, session: gr.State) -> BoxTab:
                 image_type="numpy", elem_id="box-annotator", box_min_size=MIN_BOX_SIDE, boxes_alpha=0.12,
                 handles_cursor=True, enable_keyboard_shortcuts=False,
             )
-            mode = gr.Radio(POINT_MODES, value=FOREGROUND, label="Clicks on the result add a", elem_id="box-mode")
+            mode = gr.Radio(POINT_MODES, value=FOREGROUND, label="Clicks on the result mark", elem_id="box-mode")
             with gr.Row():
                 clear_points = gr.Button("✕ Clear refining points", size="sm", elem_id="box-clear-points")
                 clear_box = gr.Button("✕ Clear box", size="sm", elem_id="box-clear")

@@ -204,7 +204,7 @@ def build(ctx: AppContext, session: gr.State, pool: ModelPool | None = None) -> 
                               elem_id="compare-canvas", height=420, placeholder="Choose an image first",
                               buttons=["fullscreen"])
         with gr.Column(scale=2, min_width=240):
-            mode = gr.Radio(MODES, value=POINT_FG, label="Next click adds a", elem_id="compare-mode")
+            mode = gr.Radio(MODES, value=POINT_FG, label="Next click adds", elem_id="compare-mode")
             with gr.Row():
                 undo = gr.Button("↶ Undo", size="sm", elem_id="compare-undo")
                 clear = gr.Button("✕ Clear prompts", size="sm", elem_id="compare-clear")

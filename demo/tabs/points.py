@@ -89,7 +89,7 @@ def build(ctx: AppContext, session: gr.State) -> PointsTab:
                               elem_id="points-canvas", buttons=["fullscreen"], height=520,
                               placeholder="Choose an image first")
         with gr.Column(scale=2, min_width=260):
-            mode = gr.Radio(POINT_MODES, value=FOREGROUND, label="Next click adds a", elem_id="points-mode")
+            mode = gr.Radio(POINT_MODES, value=FOREGROUND, label="Next click marks", elem_id="points-mode")
             with gr.Row():
                 undo = gr.Button("↶ Undo last point", size="sm", elem_id="points-undo")
                 clear = gr.Button("✕ Clear points", size="sm", elem_id="points-clear")
