@@ -61,7 +61,8 @@ def build_app(config: DemoConfig | None = None, *, models: ModelService | None =
               store: OutputStore | None = None, preload: bool = True) -> gr.Blocks:
     """Build the app. ``models``/``store`` may be shared between apps (tests build several)."""
     config = config or DemoConfig()
-    models = models or ModelService(config.model, config.checkpoint, random_weights=config.random_weights)
+    models = models or ModelService(config.model, config.checkpoint, random_weights=config.random_weights,
+                                    warm_up=config.warm_up)
     ctx = AppContext(config=config, models=models, store=store or OutputStore())
     if preload:
         models.get()  # load weights now, not on the first visitor's click

@@ -79,3 +79,7 @@ class DemoConfig:
     )
     max_file_size: str = field(default_factory=lambda: _env("MAX_FILE_SIZE", MAX_FILE_SIZE) or MAX_FILE_SIZE)
     examples_dir: str | None = field(default_factory=lambda: _env("EXAMPLES_DIR"))
+    # Run the model once on a synthetic image at start-up (about 1 s), so that the first visitor's
+    # upload and click do not pay the one-off costs (about 0.4 s of model time measured, more
+    # with the web server's own first-request work). MOBILE_SAM_DEMO_WARM_UP=0 turns it off.
+    warm_up: bool = field(default_factory=lambda: (_env("WARM_UP", "1") or "1").lower() not in {"0", "false", "no", "off"})

@@ -16,6 +16,7 @@ from mobile_sam_core import (  # noqa: F401  (re-exports)
     SamPredictor,
     default_embedding_cache,
     sam_model_registry,
+    warm_up,
 )
 from mobile_sam_core.embedding_cache import image_digest  # noqa: F401
 from mobile_sam_core.compare import pairwise_iou, run_everything, run_prompts  # noqa: F401  (Compare tab)

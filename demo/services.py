@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import shutil
 import tempfile
@@ -42,7 +43,10 @@ from .core import (
     resolve_checkpoint,
     sam_model_registry,
     validate_points,
+    warm_up,
 )
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "PromptError",
@@ -105,12 +109,13 @@ class ModelService:
     """
 
     def __init__(self, requested: str = "vit_t", checkpoint: str | None = None, *,
-                 random_weights: bool = False) -> None:
+                 random_weights: bool = False, warm_up: bool = False) -> None:
         if requested not in MODEL_SPECS:
             raise ValueError(f"unknown model {requested!r}; choose one of {', '.join(MODEL_SPECS)}")
         self.requested = requested
         self.checkpoint = checkpoint
         self.random_weights = random_weights
+        self.warm_up = warm_up  # run each loaded model once on a synthetic image (core's warm_up)
         self._served: ServedModel | None = None
         self._lock = threading.Lock()
 
@@ -127,11 +132,16 @@ class ModelService:
         if self.random_weights:
             model = sam_model_registry[self.requested](checkpoint=self.checkpoint)
             source = "explicit" if self.checkpoint else "random"
-            return ServedModel(self.requested, model, source, self.checkpoint, self.requested)
-        resolved = resolve_checkpoint(self.requested, self.checkpoint, allow_fallback=True)
-        model = sam_model_registry[resolved.name](checkpoint=resolved.path)
-        return ServedModel(resolved.name, model, resolved.source, str(resolved.path) if resolved.path else None,
-                           self.requested, getattr(resolved, "warning", None))
+            served = ServedModel(self.requested, model, source, self.checkpoint, self.requested)
+        else:
+            resolved = resolve_checkpoint(self.requested, self.checkpoint, allow_fallback=True)
+            model = sam_model_registry[resolved.name](checkpoint=resolved.path)
+            served = ServedModel(resolved.name, model, resolved.source, str(resolved.path) if resolved.path else None,
+                                 self.requested, getattr(resolved, "warning", None))
+        if self.warm_up:
+            seconds = warm_up(model)
+            log.info("warm-up of %s: %.2f s (encoder, a point and a box on a synthetic image)", served.name, seconds)
+        return served
 
     def refresh(self) -> bool:
         """Switch from the LiteMedSAM fallback to MobileSAM if its weights exist now.

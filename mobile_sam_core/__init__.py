@@ -18,7 +18,7 @@ from .build import (
 )
 from .embedding_cache import CachedEmbedding, EmbeddingCache, default_embedding_cache, image_digest
 from .images import ImageLoadError, LoadedImage, PromptError, clip_box, load_image, validate_points
-from .predictor import SamPredictor
+from .predictor import SamPredictor, warm_up
 from .render import (
     cutout_rgba,
     encode_jpeg,
@@ -73,4 +73,5 @@ __all__ = [
     "count_parameters",
     "default_embedding_cache",
     "sam_model_registry",
+    "warm_up",
 ]

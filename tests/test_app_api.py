@@ -270,6 +270,8 @@ def test_fallback_serves_lite_medsam_and_a_box_finds_the_coffee_cup(fallback_ser
     overlay, files, info = client.predict(image=handle_file(str(path)), box=box, api_name="/segment_box")
     assert info["model"] == "lite_medsam" and info["weights"] == "fallback"
     assert info["scores"][0] > 0.7
+    # the served model was run once at start-up, before the first visitor
+    assert "warm-up of lite_medsam" in fallback_server.log_path.read_text(errors="replace")
     mask = read_mask(by_suffix(files)["mask"])
     inside = mask[15:300, 170:410].sum() / max(mask.sum(), 1)
     assert mask.sum() > 0.25 * (410 - 170) * (300 - 15) and inside > 0.95

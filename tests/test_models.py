@@ -17,7 +17,9 @@ from mobile_sam_core import (
     SamPredictor,
     build_model,
     count_parameters,
+    default_embedding_cache,
     sam_model_registry,
+    warm_up,
 )
 from tests.conftest import make_photo_like
 
@@ -279,3 +281,22 @@ def test_predictor_argument_errors(vit_t):
         predictor.predict(point_coords=np.array([[1.0, 1.0]]))
     with pytest.raises(ValueError, match="Nx2"):
         predictor.predict(point_coords=np.array([1.0, 1.0, 2.0]), point_labels=np.array([1]))
+
+
+def test_warm_up_prepares_the_fast_paths_and_caches_no_image(official_vit_t_checkpoint):
+    model = sam_model_registry["vit_t"](checkpoint=str(official_vit_t_checkpoint))  # fresh: nothing built yet
+    assert "_msc_encoders" not in model.__dict__ and "_msc_fast_decoders" not in model.__dict__
+    shared = default_embedding_cache()
+    before = len(shared)
+    seconds = warm_up(model, (96, 128))
+    assert seconds > 0
+    # the encoder snapshot and the decoder the predictor uses were built and are reused later
+    encoders = model.__dict__["_msc_encoders"]
+    decoders = model.__dict__["_msc_fast_decoders"]
+    assert list(encoders) == [("fp32", "torch")] and list(decoders) == [torch.float32]
+    runner = encoders[("fp32", "torch")][1]
+    predictor = SamPredictor(model, cache=False)
+    predictor.set_image(make_photo_like(64, 80, seed=3))
+    predictor.predict(point_coords=np.array([[40, 30]]), point_labels=np.array([1]))
+    assert model.__dict__["_msc_encoders"][("fp32", "torch")][1] is runner
+    assert len(shared) == before  # the synthetic image left nothing in the shared cache
