@@ -93,7 +93,7 @@ def build(ctx: AppContext, session: gr.State) -> PointsTab:
             with gr.Row():
                 undo = gr.Button("↶ Undo last point", size="sm", elem_id="points-undo")
                 clear = gr.Button("✕ Clear points", size="sm", elem_id="points-clear")
-            candidates = gr.Gallery(label="Candidates · predicted IoU (click one)", columns=3, rows=1, height=150,
+            candidates = gr.Gallery(label="Candidates (click one)", columns=3, rows=1, height=150,
                                     allow_preview=False, object_fit="contain", elem_id="points-candidates",
                                     interactive=False)
             panel = result_panel("points")
