@@ -17,7 +17,7 @@ the handful of prompt tokens are projected instead of the 4096 image tokens:
   is applied once to the final low-res masks instead of to the 64- and 32-channel maps.
 * Prompts go through the transformer a few at a time (``chunk``, default 8: the token-side
   weights are read once per chunk while the chunk's 4 MB-per-prompt image tokens still fit in
-  cache; measured 15-30% faster per prompt than one at a time), and the upscaling runs one
+  cache; measured 14-30% faster per prompt than one at a time), and the upscaling runs one
   prompt at a time and only for the prompts whose masks are wanted (``iou_threshold``), so
   segment-everything can filter by predicted IoU first.
 
