@@ -53,8 +53,12 @@ def _env(name: str, default: str | None = None) -> str | None:
     return value if value not in (None, "") else default
 
 
-def _env_bool(name: str) -> bool:
-    return (_env(name, "") or "").lower() in {"1", "true", "yes", "on"}
+def _env_bool(name: str, default: bool = False) -> bool:
+    """A yes/no variable: unset gives ``default``; otherwise only a clear opposite word flips it."""
+    value = (_env(name) or "").lower()
+    if not value:
+        return default
+    return value not in {"0", "false", "no", "off"} if default else value in {"1", "true", "yes", "on"}
 
 
 @dataclass
@@ -82,4 +86,4 @@ class DemoConfig:
     # Run the model once on a synthetic image at start-up (about 1 s), so that the first visitor's
     # upload and click do not pay the one-off costs (about 0.4 s of model time measured, more
     # with the web server's own first-request work). MOBILE_SAM_DEMO_WARM_UP=0 turns it off.
-    warm_up: bool = field(default_factory=lambda: (_env("WARM_UP", "1") or "1").lower() not in {"0", "false", "no", "off"})
+    warm_up: bool = field(default_factory=lambda: _env_bool("WARM_UP", default=True))
