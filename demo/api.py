@@ -56,6 +56,13 @@ def _size_info(loaded: LoadedImage) -> dict[str, Any]:
     return {"image_size": [int(h), int(w)], "working_size": [int(wh), int(ww)], "scale": float(loaded.scale)}
 
 
+_FILE_DESCRIPTIONS = {
+    "mask_png": "mask of the best candidate (white = object), at image_size",
+    "cutout_png": "RGBA cut-out of the best candidate, cropped, at working_size (none for an empty mask)",
+    "rle_json": "COCO RLE of every candidate, at image_size",
+}
+
+
 def _prompt_response(ctx: AppContext, loaded: LoadedImage, stem: str, points_w: np.ndarray, labels: np.ndarray,
                      box_w: np.ndarray | None, multimask: bool, extra: dict[str, Any],
                      want_files: bool = True) -> tuple:
@@ -78,9 +85,7 @@ def _prompt_response(ctx: AppContext, loaded: LoadedImage, stem: str, points_w: 
         "best": best,
         "mask_area": int(np.count_nonzero(result.best_mask)),
         "timings_ms": result.timings(),
-        "files": {"mask_png": "mask of the best candidate (white = object), at image_size",
-                  "cutout_png": "RGBA cut-out of the best candidate, cropped, at working_size",
-                  "rle_json": "COCO RLE of every candidate, at image_size"} if want_files else {},
+        "files": {name: text for name, text in _FILE_DESCRIPTIONS.items() if getattr(files, name)} if files else {},
         **extra,
     }
     return overlay_path, files.as_list() if files else [], info

@@ -507,14 +507,16 @@ class OutputStore:
         """Mask PNG and cut-out PNG of the chosen candidate; COCO RLE JSON of all candidates.
 
         ``to_original`` maps working-size masks back to the uploaded image's size (for the mask
-        PNG and the RLE); the cut-out keeps the working image's pixels.
+        PNG and the RLE); the cut-out keeps the working image's pixels. An empty chosen mask has
+        no cut-out (``cutout_png`` stays None).
         """
         folder = self.new_dir(stem)
         full = [to_original(m) for m in masks] if to_original else list(masks)
         files = OutputFiles()
         files.mask_png = str(_write(folder / f"{stem}_mask.png", mask_to_png_bytes(full[chosen])))
-        cutout = cutout_rgba(image, masks[chosen], crop=True)
-        files.cutout_png = str(_write(folder / f"{stem}_cutout.png", encode_png(cutout)))
+        if np.any(masks[chosen]):
+            cutout = cutout_rgba(image, masks[chosen], crop=True)
+            files.cutout_png = str(_write(folder / f"{stem}_cutout.png", encode_png(cutout)))
         rle = masks_to_coco_json(full, tuple(full[0].shape[:2]), scores=[float(s) for s in scores])
         files.rle_json = str(_write(folder / f"{stem}_masks_rle.json", rle.encode()))
         return files

@@ -279,6 +279,11 @@ def test_fallback_serves_lite_medsam_and_a_box_finds_the_coffee_cup(fallback_ser
         "mobile_sam_core.weights", fromlist=["x"]).bundled_checkpoint_path("lite_medsam")))
     _, masks, scores = direct(model, path, box=box, multimask=False)
     assert agreement(mask, masks[0]) > 0.999
+    # A single point gives LiteMedSAM's empty mask: an answer with mask and RLE, no cut-out.
+    overlay, files, info = client.predict(image=handle_file(str(path)), points=[[290, 150]], labels=[1],
+                                          api_name="/segment_points")
+    assert info["mask_area"] == 0 and set(info["files"]) == {"mask_png", "rle_json"}
+    assert set(by_suffix(files)) == {"mask", "rle"} and not read_mask(by_suffix(files)["mask"]).any()
 
 
 def test_app_file_builds_when_run_as_a_script_like_on_spaces(tmp_path: Path) -> None:
