@@ -294,9 +294,9 @@ class FastTinyViT:
         if n >= self.sdpa_min_tokens:
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=p["bias"][None], scale=p["scale"])
         else:
-            qs = (q * p["scale"]).reshape(bw * heads, n, kd)
-            att = torch.baddbmm(p["bias"].expand(bw, heads, n, n).reshape(bw * heads, n, n), qs,
-                                k.transpose(-2, -1).reshape(bw * heads, kd, n))
+            att = torch.baddbmm(p["bias"].expand(bw, heads, n, n).reshape(bw * heads, n, n),
+                                q.reshape(bw * heads, n, kd), k.transpose(-2, -1).reshape(bw * heads, kd, n),
+                                alpha=p["scale"])
             att = torch.softmax(att, -1, dtype=torch.float32).to(att.dtype)
             o = torch.bmm(att, v.reshape(bw * heads, n, vd)).view(bw, heads, n, vd)
         # (B*nH*nW, heads, ws*ws, vd) -> (B, pH, pW, heads*vd), cropped to real tokens
