@@ -149,7 +149,8 @@ def build(ctx: AppContext, session: gr.State) -> BoxTab:
 
     events = [
         annotator.change(on_box, [session, annotator], outputs, trigger_mode="always_last", **common),
-        result.select(on_click, [session, mode], outputs, trigger_mode="always_last", **common),
+        # every click counts (see the points tab); of a dragged box only the final one matters
+        result.select(on_click, [session, mode], outputs, trigger_mode="multiple", **common),
         clear_points.click(on_clear_points, [session], outputs, **common),
         clear_box.click(on_clear_box, [session], [annotator, *outputs], **common),
     ]

@@ -277,8 +277,8 @@ def build(ctx: AppContext, session: gr.State, pool: ModelPool | None = None) -> 
             return gr.skip()
         return current.image.array, ComparePrompts()
 
-    canvas.select(on_click, [session, prompts_state, mode], [canvas, prompts_state], trigger_mode="always_last",
-                  **cheap)
+    canvas.select(on_click, [session, prompts_state, mode], [canvas, prompts_state], trigger_mode="multiple",
+                  **cheap)  # every click is queued (see the points tab)
     undo.click(on_undo, [session, prompts_state], [canvas, prompts_state], **cheap)
     clear.click(on_clear, [session], [canvas, prompts_state], **cheap)
 

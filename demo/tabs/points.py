@@ -136,11 +136,11 @@ def build(ctx: AppContext, session: gr.State) -> PointsTab:
         chosen = replace(result, chosen=int(evt.index))
         return _outputs(ctx, replace(current, point_result=chosen))
 
-    # trigger_mode "always_last": a click arriving while the previous one runs is sent when that
-    # one has finished (so two clicks of one visitor never race on the session state); of several
-    # such clicks only the last is kept.
+    # trigger_mode "multiple": every click is queued, none is dropped ("always_last" kept only the
+    # last of several clicks made while one was running). The interactive group runs one event at
+    # a time and reads the session state when an event starts, so queued clicks build on each other.
     events = [
-        canvas.select(on_click, [session, mode], outputs, trigger_mode="always_last", **common),
+        canvas.select(on_click, [session, mode], outputs, trigger_mode="multiple", **common),
         undo.click(on_undo, [session], outputs, **common),
         clear.click(on_clear, [session], outputs, **common),
         candidates.select(on_choose, [session], outputs, **common),
