@@ -71,7 +71,7 @@ def wire_input(ctx: AppContext, panel: InputPanel, session: gr.State, banner: gr
     @friendly
     def on_image(path: str | None, current: Session) -> Any:
         if path is None:
-            fresh = Session()
+            fresh = current.without_image()
             return [fresh, text.EMPTY_STATUS, gr.skip()] + [v for t in tabs for v in t.reset_values(fresh)]
         ctx.models.refresh()  # MobileSAM weights may have appeared since the last image
         served = ctx.models.get()

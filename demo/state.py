@@ -68,6 +68,31 @@ class TabResult:
     info: dict = field(default_factory=dict)
 
 
+class ShownResults:
+    """Which result each tab shows right now; the one mutable part of a visitor's session.
+
+    Sessions are replaced, never changed, so a follow-up step that started from an older session
+    (writing a result's download files) cannot see that the tab moved on while it ran. This
+    holder is shared by every version of one visitor's session (``replace`` keeps it; each
+    visitor's first session is a deep copy of the app's initial value, so visitors never share
+    one), and the step checks it before offering its files.
+    """
+
+    def __init__(self) -> None:
+        self._shown: dict[str, object] = {}
+
+    def show(self, tab: str, result: object | None) -> None:
+        """Record that ``tab`` now displays ``result`` (None: nothing)."""
+        self._shown[tab] = result
+
+    def is_shown(self, tab: str, result: object) -> bool:
+        """True while ``result`` is the one ``tab`` displays."""
+        return result is not None and self._shown.get(tab) is result
+
+    def clear(self) -> None:
+        self._shown.clear()
+
+
 @dataclass(frozen=True)
 class Session:
     """Everything one visitor has done: the image and each tab's prompts and last result."""
@@ -80,10 +105,17 @@ class Session:
     box_prompts: Prompts = Prompts()
     box_result: TabResult | None = None
     everything_info: dict | None = None
+    shown: ShownResults = field(default_factory=ShownResults, compare=False, repr=False)
 
     def with_image(self, image: LoadedImage, key: str, name: str) -> "Session":
         """A fresh session for a new image (prompts and results of the old one are dropped)."""
-        return Session(image=image, image_key=key, image_name=name)
+        self.shown.clear()  # files still being written for the old image are not offered
+        return Session(image=image, image_key=key, image_name=name, shown=self.shown)
+
+    def without_image(self) -> "Session":
+        """The session after the image was removed."""
+        self.shown.clear()
+        return Session(shown=self.shown)
 
     @property
     def size(self) -> tuple[int, int]:

@@ -14,6 +14,7 @@ from PIL import Image
 from . import text
 from .config import DemoConfig
 from .services import ImageLoadError, ModelService, OutputFiles, OutputStore, PromptError, PromptResult
+from .state import Session, TabResult
 
 log = logging.getLogger("demo")
 
@@ -81,25 +82,39 @@ def panel_values(info: str, files: OutputFiles | None) -> list[Any]:
     return [info, *download_values(files)]
 
 
-def offer_downloads(ctx: AppContext, event: Any, panel: ResultPanel, session: gr.State,
-                    result_of: Callable[[Any], Any]) -> None:
+def download_update(ctx: AppContext, current: Session, tab: str, result: TabResult | None) -> Any:
+    """Download-button values for ``result`` of ``tab``, or ``gr.skip()`` once the tab shows another.
+
+    Clicks and file writing run in different queue groups, so a newer click can be shown while
+    an older result's files are still being written; those files are then not offered (the newer
+    result's own step offers its files).
+    """
+    if current.image is None or result is None:
+        return download_values(None)
+    if not current.shown.is_shown(tab, result):
+        return gr.skip()
+    image = current.image
+    to_original = image.mask_to_original if image.downsized else None  # files at the upload's size
+    files = ctx.store.write_prompt_outputs(current.image_name, image.array, result.masks.unpack(),
+                                           result.masks.scores, result.chosen, to_original=to_original)
+    if not current.shown.is_shown(tab, result):
+        return gr.skip()
+    return download_values(files)
+
+
+def offer_downloads(ctx: AppContext, event: Any, panel: ResultPanel, session: gr.State, tab: str,
+                    result_of: Callable[[Session], TabResult | None]) -> None:
     """After ``event`` has shown its overlay, write the result's files and enable the buttons.
 
     Encoding a full-size cut-out PNG can take longer than the click itself, so it runs as a
     follow-up step in its own queue group: the mask is on screen first. ``result_of(session)``
-    gives the tab's ``TabResult`` (or None).
+    gives the tab's ``TabResult`` (or None); the tab's handlers record what they display in
+    ``session.shown``.
     """
 
     @friendly
-    def write(current: Any) -> Any:
-        result = result_of(current)
-        if current.image is None or result is None:
-            return download_values(None)
-        image = current.image
-        to_original = image.mask_to_original if image.downsized else None  # files at the upload's size
-        files = ctx.store.write_prompt_outputs(current.image_name, image.array, result.masks.unpack(),
-                                               result.masks.scores, result.chosen, to_original=to_original)
-        return download_values(files)
+    def write(current: Session) -> Any:
+        return download_update(ctx, current, tab, result_of(current))
 
     event.success(write, [session], panel.downloads, concurrency_id=FILES, concurrency_limit=1,
                   api_visibility="private", show_progress="hidden")

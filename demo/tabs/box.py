@@ -27,6 +27,7 @@ from ..ui import (
 )
 
 HINT = "Drag a box around the object; the mask appears on the right."
+TAB = "box"
 BOX_LABEL = "object"
 MIN_BOX_SIDE = 4  # pixels; smaller drags are treated as "no box yet"
 
@@ -53,6 +54,7 @@ def _outputs(ctx: AppContext, session: Session) -> list[Any]:
     """Result image, result panel and session for the current box and points."""
     prompts, result = session.box_prompts, session.box_result
     image = session.image.array
+    session.shown.show(TAB, result)
     if result is None:
         overlay = render_prompt_overlay(image, None, prompts.points, prompts.labels, prompts.box)
         return [overlay, *panel_values(HINT, None), session]
@@ -155,5 +157,5 @@ def build(ctx: AppContext, session: gr.State) -> BoxTab:
         clear_box.click(on_clear_box, [session], [annotator, *outputs], **common),
     ]
     for event in events:
-        offer_downloads(ctx, event, panel, session, lambda s: s.box_result)
+        offer_downloads(ctx, event, panel, session, TAB, lambda s: s.box_result)
     return tab

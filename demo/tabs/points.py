@@ -29,6 +29,7 @@ from ..ui import (
 )
 
 HINT = "Click on an object to add a point; the mask appears at once."
+TAB = "points"
 
 
 @dataclass
@@ -51,6 +52,7 @@ def _outputs(ctx: AppContext, session: Session) -> list[Any]:
     """Canvas, candidate gallery, result panel and session for the current points."""
     prompts, result = session.point_prompts, session.point_result
     image = session.image.array
+    session.shown.show(TAB, result if prompts.points else None)
     if result is None or not prompts.points:
         overlay = render_prompt_overlay(image, None, prompts.points, prompts.labels)
         return [overlay, [], *panel_values(HINT, None), session]
@@ -146,5 +148,5 @@ def build(ctx: AppContext, session: gr.State) -> PointsTab:
         candidates.select(on_choose, [session], outputs, **common),
     ]
     for event in events:
-        offer_downloads(ctx, event, panel, session, lambda s: s.point_result)
+        offer_downloads(ctx, event, panel, session, TAB, lambda s: s.point_result)
     return tab
