@@ -49,6 +49,7 @@ __all__ = [
     "compare_everything_pair",
     "render_pair",
     "fmt_bytes",
+    "fmt_download",
 ]
 
 COLOR_A = (30, 144, 255)  # dodger blue
@@ -60,9 +61,17 @@ class CompareError(RuntimeError):
 
 
 def fmt_bytes(n: int | None) -> str:
+    """Memory size, in the binary units of the model budget (``MOBILE_SAM_MODEL_BUDGET_MB``)."""
     if n is None:
         return "unknown size"
     return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
+
+
+def fmt_download(n: int | None) -> str:
+    """Download size in decimal units, as browsers and the weights messages count them."""
+    if n is None:
+        return "unknown size"
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
 
 
 # ----------------------------------------------------------------------------------------- pool
@@ -100,7 +109,7 @@ def _label(a: ModelAvailability) -> str:
     if a.available:
         return f"{a.title} · needs {fmt_bytes(a.estimated_bytes)}, over the memory budget"
     if a.downloadable:
-        return f"{a.title} · not downloaded ({fmt_bytes(a.download_bytes)})"
+        return f"{a.title} · not downloaded ({fmt_download(a.download_bytes)})"
     return f"{a.title} · weights missing"
 
 
@@ -129,8 +138,8 @@ def weights_note(avail: dict[str, ModelAvailability], names: list[str]) -> str:
         if a is None or a.usable:
             continue
         if a.downloadable:
-            lines.append(f"**{a.title}** is not downloaded yet ({fmt_bytes(a.download_bytes)}): press "
-                         f"*Download {a.title}*, or get it by hand: {a.message}")
+            by_hand = f", or {a.how_to}" if a.how_to else f". {a.message}"
+            lines.append(f"**{a.title}** is not downloaded yet: press *Download {a.title}* below{by_hand}")
         else:
             lines.append(f"**{a.title}** cannot be used here. {a.message}")
     return "\n\n".join(lines)

@@ -35,7 +35,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -46,7 +46,6 @@ from .weights import (
     WEIGHT_SPECS,
     CheckpointNotFoundError,
     WeightsUnavailableError,
-    checkpoint_url,
     download_checkpoint,
     offline_mode,
     resolve_checkpoint,
@@ -146,7 +145,9 @@ class ModelAvailability:
 
     ``source`` is where the weights would come from (``explicit|env|cache|bundled|random|custom``)
     or None when missing; ``downloadable`` says a download could fetch them now (official URL
-    and not offline); ``message`` is fit to show a user (how to get them, or why it won't fit).
+    and not offline); ``message`` is fit to show a user (how to get them, or why it won't fit);
+    ``how_to`` is only the instructions for providing missing weights by hand (see
+    :class:`~mobile_sam_core.weights.WeightsUnavailableError`), empty when they are present.
     """
 
     name: str
@@ -159,6 +160,7 @@ class ModelAvailability:
     estimated_bytes: int
     fits_budget: bool
     message: str
+    how_to: str = ""
 
     @property
     def usable(self) -> bool:
@@ -339,9 +341,7 @@ class ModelPool:
         except WeightsUnavailableError as exc:
             message = str(exc).replace("downloads are disabled (allow_download=False)",
                                        "they have not been downloaded yet")
-            if downloadable:
-                message += f" Or press download: {_fmt_bytes(size) if size else 'unknown size'} from {checkpoint_url(name)}."
-            return result(False, None, None, message)
+            return replace(result(False, None, None, message), how_to=exc.how_to)
         return result(True, resolved.source, str(resolved.path), f"{title}: {resolved.path} ({resolved.source})")
 
     def available(self) -> dict[str, ModelAvailability]:
@@ -499,7 +499,7 @@ class ModelPool:
 
         def on_download(done: int, total: int | None) -> None:
             if total:
-                report(0.7 * done / total, f"downloading {title}: {done / _MB:.0f} of {total / _MB:.0f} MB")
+                report(0.7 * done / total, f"downloading {title}: {done / 1e6:.0f} of {total / 1e6:.0f} MB")
 
         resolved = resolve_checkpoint(name, allow_download=self.allow_download, allow_fallback=False,
                                       progress=False, on_progress=on_download)

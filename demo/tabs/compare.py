@@ -25,7 +25,7 @@ from ..compare_service import (
     compare_everything_pair,
     compare_pair,
     default_pair,
-    fmt_bytes,
+    fmt_download,
     model_choices,
     render_pair,
     shared_pool,
@@ -169,7 +169,7 @@ def _download_offer(avail: dict, names: list[str]) -> tuple[str, bool]:
     for name in dict.fromkeys(names):
         a = avail.get(name)
         if a is not None and not a.available and a.downloadable:
-            return f"⬇ Download {a.title} ({fmt_bytes(a.download_bytes)})", True
+            return f"⬇ Download {a.title} ({fmt_download(a.download_bytes)})", True
     return "Download", False
 
 
@@ -191,8 +191,11 @@ def build(ctx: AppContext, session: gr.State, pool: ModelPool | None = None) -> 
 
     gr.Markdown(INTRO, elem_id="compare-intro")
     with gr.Row(equal_height=True):
-        model_a = gr.Dropdown(choices, value=first_a, label="Model A (blue)", elem_id="compare-model-a", scale=3)
-        model_b = gr.Dropdown(choices, value=first_b, label="Model B (orange)", elem_id="compare-model-b", scale=3)
+        # min_width: on a phone the two stack instead of cutting labels like "SAM ViT-B · not downloaded"
+        model_a = gr.Dropdown(choices, value=first_a, label="Model A (blue)", elem_id="compare-model-a", scale=3,
+                              min_width=280)
+        model_b = gr.Dropdown(choices, value=first_b, label="Model B (orange)", elem_id="compare-model-b", scale=3,
+                              min_width=280)
         refresh = gr.Button("↻ Refresh models", size="sm", elem_id="compare-refresh", scale=1)
     note = gr.Markdown(weights_note(avail, [first_a, first_b]), elem_id="compare-weights",
                        elem_classes=["result-info"])
