@@ -35,13 +35,13 @@ Zhang et al., 2023) keeps the prompt encoder and mask decoder of Meta's Segment 
 and replaces SAM's ViT-H image encoder with a small TinyViT, trained by *decoupled distillation*
 to reproduce the big encoder's image embeddings.
 
-| | SAM (ViT-H) | MobileSAM |
+| | SAM ViT-H | MobileSAM |
 |---|---|---|
-| image encoder parameters | 632 M | 5.78 M |
-| prompt encoder + mask decoder | 3.876 M | 3.876 M (unchanged) |
-| whole model | ≈ 636 M | ≈ 9.7 M |
-| encoder time per image (GPU) | ≈ 452 ms | ≈ 8 ms |
-| decoder time per prompt (GPU) | ≈ 4 ms | ≈ 4 ms |
+| encoder params | 632&nbsp;M | 5.78&nbsp;M |
+| prompt encoder + decoder params | 3.876&nbsp;M | 3.876&nbsp;M (same) |
+| whole model | ≈&nbsp;636&nbsp;M | ≈&nbsp;9.7&nbsp;M |
+| encoder, per image (GPU) | ≈&nbsp;452&nbsp;ms | ≈&nbsp;8&nbsp;ms |
+| decoder, per prompt (GPU) | ≈&nbsp;4&nbsp;ms | ≈&nbsp;4&nbsp;ms |
 
 The paper reports MobileSAM about 5 times faster and 7 times smaller than FastSAM.
 The encoder sees the image resized so that its longest side is 1024 pixels (padded to a square)

@@ -20,6 +20,8 @@ CSS = """
 .downloads button { min-width: 8em; }
 /* Click targets: make it obvious the picture is clickable. */
 #points-canvas img, #box-result img, #everything-canvas img { cursor: crosshair; }
+/* Tables (About tab): break lines between words only, never inside "MobileSAM" or "4 ms". */
+#tab-about td, #tab-about th { word-break: normal; overflow-wrap: normal; }
 /* Phones: full-width columns, smaller canvases so controls stay in view. */
 @media (max-width: 640px) {
   #points-canvas, #box-result, #everything-canvas, #box-annotator { height: auto !important; max-height: 70vh; }
