@@ -35,7 +35,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -317,11 +317,12 @@ class ModelPool:
         downloadable = bool(spec and spec.url and not offline_mode())
         size = spec.size if spec else None
 
-        def result(available: bool, source: str | None, path: str | None, message: str) -> ModelAvailability:
+        def result(available: bool, source: str | None, path: str | None, message: str,
+                   how_to: str = "") -> ModelAvailability:
             if available and not fits:
                 message = too_big
             return ModelAvailability(name, title, available, source, path, downloadable and not available,
-                                     size, estimated, fits, message)
+                                     size, estimated, fits, message, how_to)
 
         with self._cond:
             entry = self._entries.get(name)
@@ -341,7 +342,7 @@ class ModelPool:
         except WeightsUnavailableError as exc:
             message = str(exc).replace("downloads are disabled (allow_download=False)",
                                        "they have not been downloaded yet")
-            return replace(result(False, None, None, message), how_to=exc.how_to)
+            return result(False, None, None, message, exc.how_to)
         return result(True, resolved.source, str(resolved.path), f"{title}: {resolved.path} ({resolved.source})")
 
     def available(self) -> dict[str, ModelAvailability]:
