@@ -25,6 +25,7 @@ from .core import (
     PromptError,
     WeightsUnavailableError,
     default_embedding_cache,
+    format_size,
     image_digest,
     mask_iou,
     mask_to_rle,
@@ -69,9 +70,7 @@ def fmt_bytes(n: int | None) -> str:
 
 def fmt_download(n: int | None) -> str:
     """Download size in decimal units, as browsers and the weights messages count them."""
-    if n is None:
-        return "unknown size"
-    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+    return format_size(n)
 
 
 # ----------------------------------------------------------------------------------------- pool

@@ -46,7 +46,9 @@ from mobile_sam_core.render import (  # noqa: F401
 from mobile_sam_core.weights import (  # noqa: F401
     ResolvedCheckpoint,
     WeightsUnavailableError,
+    WEIGHT_SPECS,
     checkpoint_url,
+    format_size,
     resolve_checkpoint,
 )
 

@@ -29,11 +29,14 @@ from .core import (
     LoadedImage,
     MODEL_SPECS,
     PromptError,
+    WEIGHT_SPECS,
     WeightsUnavailableError,
+    checkpoint_url,
     clip_box,
     cutout_rgba,
     encode_jpeg,
     encode_png,
+    format_size,
     load_image,
     make_mask_generator,
     make_predictor,
@@ -570,8 +573,9 @@ def render_everything_overlay(image: np.ndarray, masks: list[np.ndarray]) -> np.
 
 def weights_help() -> str:
     """How to get MobileSAM's weights (for the fallback banner)."""
-    return ("Put `mobile_sam.pt` (40.7 MB, from "
-            "https://raw.githubusercontent.com/ChaoningZhang/MobileSAM/master/weights/mobile_sam.pt) "
+    spec = WEIGHT_SPECS["vit_t"]
+    url = checkpoint_url("vit_t") or spec.url
+    return (f"Put `{spec.filename}` ({format_size(spec.size)}, from {url}) "
             "into the cache folder (`$MOBILE_SAM_CACHE_DIR`, default `~/.cache/mobile_sam_core`) or point "
             "`MOBILE_SAM_CHECKPOINT_VIT_T` at it. The app switches to MobileSAM with the next image.")
 

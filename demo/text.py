@@ -58,11 +58,15 @@ Code: the `mobile_sam_core` package of this project (segment-anything compatible
 """
 
 FALLBACK_BANNER = """
-**Offline fallback model: LiteMedSAM.** MobileSAM's weights were not found, so the app runs
-LiteMedSAM, which was trained on medical images with *box* prompts.
-➜ **Use the Box tab**: a box around an object gives good masks; single clicks and *Everything*
-give poor or empty results with this model.
-**To get MobileSAM**: {how}
+**Offline fallback model: LiteMedSAM**, trained on medical images with *box* prompts.
+➜ **Use the Box tab**: a box around an object gives good masks; clicks and *Everything* give poor
+or empty results with this model.
+
+<details><summary>How to get MobileSAM</summary>
+
+{how}
+
+</details>
 """
 
 SLOW_MODEL_NOTE = "**{title}** is active ({source} weights)."

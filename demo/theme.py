@@ -14,6 +14,8 @@ CSS = """
 #model-banner.fallback { background: #fff4e0; border: 1px solid #e8a33a; border-left: 6px solid #e8a33a; }
 #model-banner.fallback, #model-banner.fallback * { color: #3d2800 !important; }
 #model-banner.fallback code { background: #fbe3b8; }
+#model-banner details { margin-top: 0.3em; }
+#model-banner summary { cursor: pointer; font-weight: 600; }
 .status-line { min-height: 1.6em; font-size: 0.95em; }
 .result-info { min-height: 1.6em; }
 .downloads { gap: 0.4em; flex-wrap: wrap; }

