@@ -24,6 +24,8 @@ CSS = """
 #points-canvas img, #box-result img, #everything-canvas img { cursor: crosshair; }
 /* Tables (About tab): break lines between words only, never inside "MobileSAM" or "4 ms". */
 #tab-about td, #tab-about th { word-break: normal; overflow-wrap: normal; }
+/* Dropdowns: the text ends before the arrow (Gradio lets long labels run under it). */
+#compare-model-a input, #compare-model-b input { padding-right: 1.75em; text-overflow: ellipsis; }
 /* Phones: full-width columns, smaller canvases so controls stay in view. */
 @media (max-width: 640px) {
   #points-canvas, #box-result, #everything-canvas, #box-annotator { height: auto !important; max-height: 70vh; }
