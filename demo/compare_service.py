@@ -50,7 +50,6 @@ __all__ = [
     "compare_everything_pair",
     "render_pair",
     "fmt_bytes",
-    "fmt_download",
 ]
 
 COLOR_A = (30, 144, 255)  # dodger blue
@@ -66,11 +65,6 @@ def fmt_bytes(n: int | None) -> str:
     if n is None:
         return "unknown size"
     return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
-
-
-def fmt_download(n: int | None) -> str:
-    """Download size in decimal units, as browsers and the weights messages count them."""
-    return format_size(n)
 
 
 # ----------------------------------------------------------------------------------------- pool
@@ -108,7 +102,7 @@ def _label(a: ModelAvailability) -> str:
     if a.available:
         return f"{a.title} · needs {fmt_bytes(a.estimated_bytes)}, over the memory budget"
     if a.downloadable:
-        return f"{a.title} · not downloaded ({fmt_download(a.download_bytes)})"
+        return f"{a.title} · not downloaded ({format_size(a.download_bytes)})"
     return f"{a.title} · weights missing"
 
 

@@ -454,7 +454,8 @@ def _download(spec: WeightSpec, *, progress: bool, on_progress: ProgressCallback
         free = shutil.disk_usage(directory).free
         if free < spec.size + (64 << 20):
             raise DownloadError(
-                f"not enough free disk space in {directory}: {format_size(free)} free, {spec.filename} needs {format_size(spec.size)}"
+                f"not enough free disk space in {directory}: {format_size(free)} free, "
+                f"{spec.filename} needs {format_size(spec.size)}"
             )
     with _lock_for(str(final)):
         # Another thread may have finished the same download while we waited for the lock.

@@ -25,13 +25,12 @@ from ..compare_service import (
     compare_everything_pair,
     compare_pair,
     default_pair,
-    fmt_download,
     model_choices,
     render_pair,
     shared_pool,
     weights_note,
 )
-from ..core import ModelPool, WeightsUnavailableError, overlay_masks
+from ..core import ModelPool, WeightsUnavailableError, format_size, overlay_masks
 from ..image_input import _stem
 from ..services import (
     ImageLoadError,
@@ -169,7 +168,7 @@ def _download_offer(avail: dict, names: list[str]) -> tuple[str, bool]:
     for name in dict.fromkeys(names):
         a = avail.get(name)
         if a is not None and not a.available and a.downloadable:
-            return f"⬇ Download {a.title} ({fmt_download(a.download_bytes)})", True
+            return f"⬇ Download {a.title} ({format_size(a.download_bytes)})", True
     return "Download", False
 
 
