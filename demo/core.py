@@ -47,6 +47,7 @@ from mobile_sam_core.weights import (  # noqa: F401
     ResolvedCheckpoint,
     WeightsUnavailableError,
     WEIGHT_SPECS,
+    checkpoint_env_var,
     checkpoint_url,
     format_size,
     resolve_checkpoint,

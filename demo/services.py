@@ -31,6 +31,7 @@ from .core import (
     PromptError,
     WEIGHT_SPECS,
     WeightsUnavailableError,
+    checkpoint_env_var,
     checkpoint_url,
     clip_box,
     cutout_rgba,
@@ -577,6 +578,6 @@ def weights_help() -> str:
     url = checkpoint_url("vit_t") or spec.url
     return (f"Put `{spec.filename}` ({format_size(spec.size)}, from {url}) "
             "into the cache folder (`$MOBILE_SAM_CACHE_DIR`, default `~/.cache/mobile_sam_core`) or point "
-            "`MOBILE_SAM_CHECKPOINT_VIT_T` at it. The app switches to MobileSAM with the next image.")
+            f"`{checkpoint_env_var('vit_t')}` at it. The app switches to MobileSAM with the next image.")
 
 

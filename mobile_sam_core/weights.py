@@ -500,7 +500,7 @@ def _how_to(spec: WeightSpec) -> str:
     Only what a person does (install, download, save, set a variable); the library's own
     alternative, ``checkpoint=PATH``, is added by :func:`_how_to_api` for exception messages.
     """
-    env_var = ENV_CHECKPOINT_PREFIX + spec.name.upper()
+    env_var = checkpoint_env_var(spec.name)
     url = checkpoint_url(spec.name)
     if url is None and spec.bundled is not None:
         package = spec.bundled[0].replace("_", "-")
@@ -560,7 +560,7 @@ def resolve_checkpoint(
             raise CheckpointNotFoundError(f"checkpoint for {spec.name} {what}: {path}")
         return ResolvedCheckpoint(spec.name, path, "explicit", None, requested)
 
-    env_var = ENV_CHECKPOINT_PREFIX + spec.name.upper()
+    env_var = checkpoint_env_var(spec.name)
     env_value = os.environ.get(env_var, "").strip()
     if env_value:
         path = _path_arg(env_value)
