@@ -25,6 +25,7 @@ from .core import (
     PromptError,
     WeightsUnavailableError,
     default_embedding_cache,
+    format_memory,
     format_size,
     image_digest,
     mask_iou,
@@ -49,7 +50,6 @@ __all__ = [
     "compare_pair",
     "compare_everything_pair",
     "render_pair",
-    "fmt_bytes",
 ]
 
 COLOR_A = (30, 144, 255)  # dodger blue
@@ -58,13 +58,6 @@ COLOR_B = (255, 140, 0)  # dark orange
 
 class CompareError(RuntimeError):
     """A comparison that cannot run (weights missing, over the memory budget, pool busy)."""
-
-
-def fmt_bytes(n: int | None) -> str:
-    """Memory size, in the binary units of the model budget (``MOBILE_SAM_MODEL_BUDGET_MB``)."""
-    if n is None:
-        return "unknown size"
-    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
 
 
 # ----------------------------------------------------------------------------------------- pool
@@ -98,9 +91,9 @@ def adopt_served(pool: ModelPool, served: Any) -> None:
 
 def _label(a: ModelAvailability) -> str:
     if a.usable:
-        return f"{a.title} · {fmt_bytes(a.estimated_bytes)}"
+        return f"{a.title} · {format_memory(a.estimated_bytes)}"
     if a.available:
-        return f"{a.title} · needs {fmt_bytes(a.estimated_bytes)}, over the memory budget"
+        return f"{a.title} · needs {format_memory(a.estimated_bytes)}, over the memory budget"
     if a.downloadable:
         return f"{a.title} · not downloaded ({format_size(a.download_bytes)})"
     return f"{a.title} · weights missing"

@@ -25,6 +25,7 @@ from mobile_sam_core.model_pool import (  # noqa: F401  (Compare tab)
     ModelPool,
     ModelTooLargeError,
     PoolBusyError,
+    format_memory,
 )
 from mobile_sam_core.render import mask_iou, mask_to_rle  # noqa: F401  (Compare tab)
 from mobile_sam_core.images import (  # noqa: F401

@@ -62,6 +62,7 @@ __all__ = [
     "PooledModel",
     "default_budget_bytes",
     "estimate_model_bytes",
+    "format_memory",
     "model_nbytes",
 ]
 
@@ -135,7 +136,10 @@ def default_budget_bytes() -> int:
     return DEFAULT_BUDGET_MB * _MB
 
 
-def _fmt_bytes(n: int) -> str:
+def format_memory(n: int | None) -> str:
+    """A memory size in the binary units of the model budget (``MOBILE_SAM_MODEL_BUDGET_MB``)."""
+    if n is None:
+        return "unknown size"
     return f"{n / 2**30:.2f} GB" if n >= 2**30 else f"{n / _MB:.0f} MB"
 
 
@@ -311,8 +315,8 @@ class ModelPool:
         estimated = self.estimate(name)
         fits = estimated <= self.budget_bytes
         title = self.title(name)
-        too_big = (f"{title} needs about {_fmt_bytes(estimated)} of memory, more than the model budget of "
-                   f"{_fmt_bytes(self.budget_bytes)}; raise {ENV_BUDGET} to load it.")
+        too_big = (f"{title} needs about {format_memory(estimated)} of memory, more than the model budget of "
+                   f"{format_memory(self.budget_bytes)}; raise {ENV_BUDGET} to load it.")
         spec = WEIGHT_SPECS.get(name)
         downloadable = bool(spec and spec.url and not offline_mode())
         size = spec.size if spec else None
@@ -369,7 +373,7 @@ class ModelPool:
 
     def _emit(self, event: PoolEvent) -> None:
         self.events.append(event)
-        log.info("model pool: %s %s (%s)", event.kind, event.name, _fmt_bytes(event.nbytes))
+        log.info("model pool: %s %s (%s)", event.kind, event.name, format_memory(event.nbytes))
         for listener in list(self._listeners):
             try:
                 listener(event)
@@ -389,8 +393,8 @@ class ModelPool:
         """Evict idle models until ``needed`` more bytes fit (caller holds the lock)."""
         if needed > self.budget_bytes:
             raise ModelTooLargeError(
-                f"{self.title(name)} needs about {_fmt_bytes(needed)} of memory, more than the model budget "
-                f"of {_fmt_bytes(self.budget_bytes)}; raise {ENV_BUDGET} to load it."
+                f"{self.title(name)} needs about {format_memory(needed)} of memory, more than the model budget "
+                f"of {format_memory(self.budget_bytes)}; raise {ENV_BUDGET} to load it."
             )
         deadline = time.monotonic() + self.wait_s
         evicted = False
@@ -400,10 +404,10 @@ class ModelPool:
                 continue
             left = deadline - time.monotonic()
             if left <= 0:
-                busy = ", ".join(f"{n} ({_fmt_bytes(e.nbytes)})" for n, e in self._entries.items()) or "none"
+                busy = ", ".join(f"{n} ({format_memory(e.nbytes)})" for n, e in self._entries.items()) or "none"
                 raise PoolBusyError(
-                    f"no room for {self.title(name)} ({_fmt_bytes(needed)}) in the model budget of "
-                    f"{_fmt_bytes(self.budget_bytes)}: the loaded models are in use ({busy}); try again shortly."
+                    f"no room for {self.title(name)} ({format_memory(needed)}) in the model budget of "
+                    f"{format_memory(self.budget_bytes)}: the loaded models are in use ({busy}); try again shortly."
                 )
             self._cond.wait(timeout=min(left, 1.0))
         if evicted:
@@ -569,5 +573,5 @@ class ModelPool:
     def describe(self) -> str:
         """One line: budget, use, loaded models."""
         with self._cond:
-            names = ", ".join(f"{n} ({_fmt_bytes(e.nbytes)})" for n, e in self._entries.items()) or "none"
-            return f"model budget {_fmt_bytes(self.budget_bytes)}, in use {_fmt_bytes(self._used())}: {names}"
+            names = ", ".join(f"{n} ({format_memory(e.nbytes)})" for n, e in self._entries.items()) or "none"
+            return f"model budget {format_memory(self.budget_bytes)}, in use {format_memory(self._used())}: {names}"

@@ -33,6 +33,7 @@ from mobile_sam_core.model_pool import (
     ModelTooLargeError,
     PoolBusyError,
     estimate_model_bytes,
+    format_memory,
     model_nbytes,
 )
 from mobile_sam_core.render import rle_to_mask
@@ -301,6 +302,24 @@ def test_pool_real_models_availability_and_progress(clean_env, random_vit_t_chec
     assert [m["name"] for m in pool.loaded()] == ["vit_t"]
     # Without an explicit checkpoint, a missing vit_t is missing (no silent LiteMedSAM fallback).
     assert not ModelPool().availability("vit_t").available
+
+
+def test_over_budget_label_and_refusal_name_the_same_size(clean_env) -> None:
+    """The Compare dropdown and the pool's refusal state one memory figure, in one format."""
+    from demo.compare_service import model_choices
+
+    need = int(1.234 * 2**30)
+    pool = ModelPool(budget_bytes=2**30)
+    pool.register("big", lambda: torch.nn.Linear(2, 2), estimated_bytes=need, title="Big test model")
+    avail = pool.availability("big")
+    assert avail.available and not avail.usable
+    assert format_memory(need) == "1.23 GB" and format_memory(2**30) == "1.00 GB"
+    assert "needs about 1.23 GB of memory, more than the model budget of 1.00 GB" in avail.message
+    labels = {name: label for label, name in model_choices(pool)[0]}
+    assert labels["big"] == "Big test model · needs 1.23 GB, over the memory budget"
+    with pytest.raises(ModelTooLargeError, match="1.23 GB"):
+        pool.acquire("big")
+    assert format_memory(40 * 2**20) == "40 MB" and format_memory(None) == "unknown size"
 
 
 GOOD = b"not really sam weights " * 1000
