@@ -15,6 +15,11 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 
 if [ ! -x .venv/bin/python ]; then
+  # PyTorch's CUDA build (the one pip gets on x86_64) makes the venv about 6.5 GB.
+  free_gb=$(df -Pk . | awk 'NR == 2 {print int($4 / 1048576)}')
+  if [ "${free_gb:-99}" -lt 8 ]; then
+    echo "== warning: ${free_gb} GB free here; the venv needs about 7 GB (PyTorch), so pip may fail with 'No space left on device'" >&2
+  fi
   echo "== creating .venv"
   python3 -m venv .venv
 fi
