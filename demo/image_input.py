@@ -105,7 +105,9 @@ def wire_input(ctx: AppContext, panel: InputPanel, session: gr.State, banner: gr
         api_visibility="private", concurrency_id=INTERACTIVE, concurrency_limit=cfg.INTERACTIVE_CONCURRENCY,
         show_progress="hidden",
     ).then(
+        # "always_last": a new image chosen while the previous one is still encoding gets its own
+        # encode afterwards (the default, "once", drops that trigger and the status stays "Encoding").
         on_encode, [session], [panel.status], api_visibility="private",
         concurrency_id=ENCODE, concurrency_limit=cfg.ENCODE_CONCURRENCY,
-        show_progress="minimal",
+        show_progress="minimal", trigger_mode="always_last",
     )

@@ -116,8 +116,10 @@ def offer_downloads(ctx: AppContext, event: Any, panel: ResultPanel, session: gr
     def write(current: Session) -> Any:
         return download_update(ctx, current, tab, result_of(current))
 
+    # "always_last": with the default ("once") the browser drops this step's trigger while the
+    # previous click's step is still writing, and then no step offers the newest result's files.
     event.success(write, [session], panel.downloads, concurrency_id=FILES, concurrency_limit=1,
-                  api_visibility="private", show_progress="hidden")
+                  api_visibility="private", show_progress="hidden", trigger_mode="always_last")
 
 
 def prompt_summary(result: PromptResult, served_title: str, n_points: int, has_box: bool) -> dict[str, Any]:
