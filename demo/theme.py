@@ -30,5 +30,7 @@ CSS = """
 @media (max-width: 640px) {
   #points-canvas, #box-result, #everything-canvas, #box-annotator { height: auto !important; max-height: 70vh; }
   .downloads button { flex: 1 1 30%; min-width: 0; }
+  /* A smaller font keeps "LiteMedSAM (TinyViT, 256 px) · 39 MB" whole on a 390 px screen. */
+  #compare-model-a input, #compare-model-b input { font-size: 0.85em; }
 }
 """

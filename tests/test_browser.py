@@ -352,6 +352,21 @@ def test_offline_fallback_banner_and_box_on_the_coffee_cup(fallback_server, new_
     update_docs_screenshot(path)
 
 
+
+def test_phone_compare_dropdowns_show_whole_model_labels(fallback_server, new_page) -> None:
+    # The fallback app's labels are the longest ones a visitor meets:
+    # "LiteMedSAM (TinyViT, 256 px) · 39 MB" and "SAM ViT-B · not downloaded (375 MB)".
+    page = new_page(fallback_server.url, PHONE)
+    page.get_by_role("tab", name="Compare").click()
+    for elem_id in ("compare-model-a", "compare-model-b"):
+        field = page.locator(f"#{elem_id} input").first
+        field.wait_for(state="visible")
+        label = field.input_value()
+        assert " · " in label, label
+        cut = field.evaluate("e => e.scrollWidth - e.clientWidth")
+        assert cut <= 0, f"{elem_id}: {label!r} is cut by {cut}px on a phone"
+
+
 # JS expression: is the download button with this elem_id disabled?
 _BUTTON_DISABLED = ("(e => (e.tagName === 'BUTTON' ? e : e.querySelector('button')).disabled)"
                     "(document.getElementById('%s'))")
