@@ -121,11 +121,13 @@ def machine() -> Dict[str, Any]:
         info["memory_gb"] = round(int(mem) / 2**20, 1)
     except (OSError, IndexError, ValueError):
         pass
-    for mod in ("onnxruntime", "cv2", "numpy", "timm"):
+    for mod in ("onnxruntime", "openvino", "cv2", "numpy", "timm"):
         try:
             info[mod] = importlib.import_module(mod).__version__
         except Exception:
             pass
+    if "openvino" in info:
+        info["openvino"] = str(info["openvino"]).split("-")[0]  # "2026.4.1-22982-<hash>-releases/..."
     return info
 
 
@@ -206,7 +208,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                                         hw=(685, 1024), boxes="grid")
         acc_rand = workers["ours"].call("masks_vs_exact", name="astronaut", hw=(685, 1024), precision="bf16")
         fast_iou = acc.get("ious", [])
-        rows.append(dict(what="encoder, fast mode", how="`SamPredictor(model, encoder_precision=\"bf16\")`",
+        engine = {"OpenVinoEncoder": "OpenVINO", "FastTinyViT": "PyTorch"}.get(r2["ours"][-1].get("engine", ""), "?")
+        rows.append(dict(what="encoder, fast mode",
+                         how=f"`SamPredictor(model, encoder_precision=\"bf16\")` (runs in {engine})",
                          res=r2, target=4.0,
                          extra=(f"mask IoU vs the exact path, LiteMedSAM real weights: {len(fast_iou)} boxes around "
                                 f"objects in 4 photos: mean {np.mean(fast_iou):.4f}, min {min(fast_iou):.4f} "
@@ -454,7 +458,8 @@ def render_markdown(table: str, rows: List[Dict[str, Any]], app: Dict[str, Any],
         f"- CPU: {info.get('cpu')} ({info.get('logical_cpus')} logical CPUs; {info.get('isa')}), "
         f"{info.get('memory_gb')} GB RAM",
         f"- Python {info.get('python')}, torch {info.get('torch')} ({info.get('torch_threads')} threads), "
-        f"onnxruntime {info.get('onnxruntime')}, OpenCV {info.get('cv2')}, {info.get('official')}",
+        f"OpenVINO {info.get('openvino')}, onnxruntime {info.get('onnxruntime')}, OpenCV {info.get('cv2')}, "
+        f"{info.get('official')}",
         f"- Load average before/after: {', '.join(f'{v:.2f}' for v in info['load_before'])} / "
         f"{', '.join(f'{v:.2f}' for v in info['load_after'])} (the cores are shared with other jobs; "
         "interleaving spreads that noise over both sides)",

@@ -108,7 +108,12 @@ class _Side:
         t0 = time.perf_counter()
         c0 = time.process_time()
         p.set_image(img)
-        return {"s": time.perf_counter() - t0, "cpu": time.process_time() - c0}
+        out = {"s": time.perf_counter() - t0, "cpu": time.process_time() - c0}
+        if self.side == "ours":
+            from mobile_sam_core.acceleration import encoder_runner
+
+            out["engine"] = type(encoder_runner(self.model, precision)).__name__  # e.g. OpenVinoEncoder
+        return out
 
     def task_click(self, name: str, hw: Tuple[int, int], n_points: int = 1, multimask: bool = True) -> Dict[str, Any]:
         p = self.ready_predictor(name, hw)

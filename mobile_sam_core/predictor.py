@@ -36,8 +36,9 @@ class SamPredictor:
         encoder_precision: ``"fp32"`` (default, exact) or ``"bf16"`` (opt-in fast mode: about 2x
             faster encoder, approximate embeddings; measured mask IoU in docs/benchmarks.md).
             Embeddings of different precisions are cached separately.
-        encoder_backend: ``"auto"`` (default), ``"torch"``, ``"onnx"`` (ONNX Runtime, fp32,
-            exported once and cached) or ``"reference"`` (the module's own forward).
+        encoder_backend: ``"auto"`` (default: OpenVINO for bf16 when installed, PyTorch
+            otherwise), ``"torch"``, ``"openvino"`` or ``"onnx"`` (ONNX Runtime, fp32; both
+            converted once and cached) or ``"reference"`` (the module's own forward).
         fast_decoder: use the reorganised decoder (default True; prompts with ``mask_input``
             always use the reference decoder).
     """

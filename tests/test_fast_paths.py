@@ -2,11 +2,14 @@
 
 * exact tricks (sparse mask thresholding, stability counts, RLE) are bit-identical;
 * the reorganised fp32 encoder and decoder match the reference modules to float32 rounding;
-* reduced precision (bf16 encoder) keeps mask IoU >= 0.97 on LiteMedSAM's real weights.
+* reduced precision (bf16 encoder, through OpenVINO and through PyTorch) keeps mask IoU >= 0.97
+  on LiteMedSAM's real weights.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from fractions import Fraction
 
 import numpy as np
@@ -18,7 +21,9 @@ from segment_anything.utils.amg import rle_to_mask as sam_rle_to_mask
 
 from mobile_sam_core import SamAutomaticMaskGenerator, SamPredictor, sam_model_registry
 from mobile_sam_core import mask_upsample as mu
+from mobile_sam_core import openvino_encoder as ove
 from mobile_sam_core.acceleration import FastTinyViT, encoder_runner, onnx_available
+from mobile_sam_core.openvino_encoder import OpenVinoEncoder, OpenVinoGraph, openvino_available
 from mobile_sam_core.everything_fast import fast_everything_settings, masks_to_rle, rle_to_mask
 from mobile_sam_core.fast_decoder import cached_dense_pe, fast_decoder_for, image_context
 from mobile_sam_core.upsample import upscale_logits_reference
@@ -40,6 +45,22 @@ def vit_t():
 @pytest.fixture(scope="module")
 def lite(lite_medsam_checkpoint):
     return sam_model_registry["lite_medsam"](checkpoint=str(lite_medsam_checkpoint))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def conversion_cache(tmp_path_factory):
+    """Encoders converted for OpenVINO go to a temporary cache, not the user's."""
+    path = tmp_path_factory.mktemp("model_cache")
+    old = os.environ.get("MOBILE_SAM_CACHE_DIR")
+    os.environ["MOBILE_SAM_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("MOBILE_SAM_CACHE_DIR", None)
+    else:
+        os.environ["MOBILE_SAM_CACHE_DIR"] = old
+
+
+needs_openvino = pytest.mark.skipif(not openvino_available(), reason="openvino not installed")
 
 
 def _photo(name: str, hw: tuple[int, int]) -> np.ndarray:
@@ -203,6 +224,86 @@ def test_onnx_backend_matches_module(lite, tmp_path, monkeypatch):
     assert list((tmp_path / "onnx").glob("*.onnx")), "the exported model is cached"
 
 
+def test_openvino_graph_is_the_encoder_in_plain_torch(vit_t, lite):
+    """The graph handed to OpenVINO computes the module's function (fp32, both stems)."""
+    for model in (vit_t, lite):
+        size = model.image_encoder.img_size
+        x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(4))
+        with torch.no_grad():
+            ref = model.image_encoder(x)
+            got = OpenVinoGraph(model.image_encoder)(x)
+        assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
+@needs_openvino
+def test_openvino_encoder_fp32_and_bf16_against_the_module(lite, conversion_cache):
+    x = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ref = lite.image_encoder(x)
+    exact = OpenVinoEncoder(lite.image_encoder, lite.model_name, "fp32")  # converts (cached for the tests below)
+    got = exact(x)  # a batch of two runs image by image
+    assert got.shape == ref.shape and got.dtype == torch.float32
+    assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
+    fast = OpenVinoEncoder(lite.image_encoder, lite.model_name, "bf16")
+    rel = ((fast(x) - ref).norm() / ref.norm()).item()
+    assert 1e-4 < rel < 3e-2, rel  # really reduced precision, and close
+    assert fast.path == exact.path and fast.path.exists() and fast.path.with_suffix(".bin").exists()
+
+
+@needs_openvino
+def test_openvino_cache_is_reused_and_rebuilt_when_unreadable(lite, conversion_cache, monkeypatch, caplog):
+    first = OpenVinoEncoder(lite.image_encoder, lite.model_name, "fp32")
+    x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(6))
+    expected = first(x)
+
+    def no_conversion(encoder):
+        raise AssertionError("converted again although the cache holds the model")
+
+    monkeypatch.setattr(ove, "_convert", no_conversion)
+    assert torch.equal(OpenVinoEncoder(lite.image_encoder, lite.model_name, "fp32")(x), expected)
+    monkeypatch.undo()
+    first.path.write_text("<net truncated")  # e.g. a disk that filled up mid-write
+    with caplog.at_level(logging.WARNING, logger="mobile_sam_core.openvino_encoder"):
+        again = OpenVinoEncoder(lite.image_encoder, lite.model_name, "fp32")
+    assert "unreadable" in caplog.text
+    assert torch.equal(again(x), expected)
+    assert "<net truncated" not in first.path.read_text()[:100]
+
+
+@needs_openvino
+def test_auto_backend_picks_openvino_for_bf16_and_torch_for_fp32(lite):
+    model = lite  # its converted encoder is in the test cache already
+    assert isinstance(encoder_runner(model, "bf16"), OpenVinoEncoder)
+    assert isinstance(encoder_runner(model, "fp32"), FastTinyViT)
+    assert isinstance(encoder_runner(model, "bf16", "torch"), FastTinyViT)
+    assert isinstance(encoder_runner(model, "fp32", "openvino"), OpenVinoEncoder)
+
+
+def test_bf16_falls_back_to_torch_without_openvino(monkeypatch, caplog):
+    import mobile_sam_core.acceleration as acc
+
+    model = sam_model_registry["lite_medsam"]()
+    monkeypatch.setattr(acc, "openvino_available", lambda: False)
+    assert isinstance(encoder_runner(model, "bf16"), FastTinyViT)
+    with caplog.at_level(logging.WARNING, logger="mobile_sam_core.acceleration"):
+        assert isinstance(encoder_runner(model, "fp32", "openvino"), FastTinyViT)
+    assert "openvino package" in caplog.text
+
+
+@needs_openvino
+def test_bf16_falls_back_to_torch_when_openvino_fails(monkeypatch, caplog):
+    model = sam_model_registry["lite_medsam"]()
+
+    def broken(encoder):
+        raise RuntimeError("conversion exploded")
+
+    monkeypatch.setattr(ove, "_convert", broken)
+    with caplog.at_level(logging.WARNING, logger="mobile_sam_core.acceleration"):
+        runner = encoder_runner(model, "bf16")
+    assert isinstance(runner, FastTinyViT) and runner.dtype == torch.bfloat16
+    assert "conversion exploded" in caplog.text
+
+
 # Boxes around objects (x0, y0, x1, y1) in 342x512 versions of the photos.
 OBJECT_BOXES = {
     "coffee": [(145, 15, 350, 260), (65, 60, 410, 335), (275, 55, 365, 280)],
@@ -210,10 +311,13 @@ OBJECT_BOXES = {
 }
 
 
-def test_bf16_encoder_masks_close_to_exact_on_real_weights(lite):
+@pytest.mark.parametrize("backend", ["openvino", "torch"])
+def test_bf16_encoder_masks_close_to_exact_on_real_weights(lite, backend):
     """LiteMedSAM (real weights, trained with boxes): box masks from the bf16 encoder."""
+    if backend == "openvino" and not openvino_available():
+        pytest.skip("openvino not installed")
     exact = SamPredictor(lite, cache=False)
-    fast = SamPredictor(lite, cache=False, encoder_precision="bf16")
+    fast = SamPredictor(lite, cache=False, encoder_precision="bf16", encoder_backend=backend)
     ious = []
     for name, boxes in OBJECT_BOXES.items():
         img = _photo(name, (342, 512))
@@ -234,7 +338,7 @@ def test_embedding_cache_separates_precisions(vit_t):
     cache = EmbeddingCache()
     img = make_photo_like(64, 96, seed=1)
     a = SamPredictor(vit_t, cache=cache)
-    b = SamPredictor(vit_t, cache=cache, encoder_precision="bf16")
+    b = SamPredictor(vit_t, cache=cache, encoder_precision="bf16", encoder_backend="torch")
     a.set_image(img)
     b.set_image(img)
     assert not b.last_set_image_from_cache
