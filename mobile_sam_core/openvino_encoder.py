@@ -154,6 +154,7 @@ class OpenVinoEncoder:
             except Exception as exc:  # truncated or foreign file: convert again
                 log.warning("OpenVINO cache %s unreadable (%s); converting the encoder again", path, exc)
         if model is None:
+            log.info("converting the %s encoder for OpenVINO (once per weights, about 10 s; cached as %s)", name, path)
             model = _convert(encoder)
             self._save(ov, model, path)
         self.path = path
