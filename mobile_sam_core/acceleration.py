@@ -365,10 +365,12 @@ def weights_digest(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _onnx_dir() -> Path:
+def converted_encoder_path(encoder: torch.nn.Module, name: str, engine: str, suffix: str) -> Path:
+    """Where ``engine``'s converted copy of ``encoder`` is cached:
+    ``<weights cache>/<engine>/<name>-<input size>-<weights hash><suffix>`` (new weights, new file)."""
     from .weights import cache_dir
 
-    return Path(cache_dir()) / "onnx"
+    return Path(cache_dir()) / engine / f"{name}-{int(encoder.img_size)}-{weights_digest(encoder)[:20]}{suffix}"
 
 
 class OnnxEncoder:
@@ -378,8 +380,7 @@ class OnnxEncoder:
         import onnxruntime as ort
 
         size = int(encoder.img_size)
-        digest = weights_digest(encoder)[:20]
-        path = _onnx_dir() / f"{name}-{size}-{digest}.onnx"
+        path = converted_encoder_path(encoder, name, "onnx", ".onnx")
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}")

@@ -115,12 +115,6 @@ class OpenVinoGraph(torch.nn.Module):
         return _channel_norm(y, *nk["ln2"])
 
 
-def _openvino_dir() -> Path:
-    from .weights import cache_dir
-
-    return Path(cache_dir()) / "openvino"
-
-
 def _convert(encoder: torch.nn.Module) -> Any:
     import openvino as ov
 
@@ -140,13 +134,12 @@ class OpenVinoEncoder:
     def __init__(self, encoder: torch.nn.Module, name: str = "encoder", precision: str = "bf16") -> None:
         import openvino as ov
 
-        from .acceleration import weights_digest
+        from .acceleration import converted_encoder_path
 
         if precision not in _HINTS:
             raise ValueError(f"OpenVINO encoder precision must be one of {tuple(_HINTS)}, got {precision!r}")
         core = ov.Core()
-        size = int(encoder.img_size)
-        path = _openvino_dir() / f"{name}-{size}-{weights_digest(encoder)[:20]}.xml"
+        path = converted_encoder_path(encoder, name, "openvino", ".xml")
         model = None
         if path.exists():
             try:

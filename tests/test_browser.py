@@ -352,7 +352,6 @@ def test_offline_fallback_banner_and_box_on_the_coffee_cup(fallback_server, new_
     update_docs_screenshot(path)
 
 
-
 def test_phone_compare_dropdowns_show_whole_model_labels(fallback_server, new_page) -> None:
     # The fallback app's labels are the longest ones a visitor meets:
     # "LiteMedSAM (TinyViT, 256 px) · 39 MB" and "SAM ViT-B · not downloaded (375 MB)".
