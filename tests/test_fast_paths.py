@@ -22,7 +22,7 @@ from segment_anything.utils.amg import rle_to_mask as sam_rle_to_mask
 from mobile_sam_core import SamAutomaticMaskGenerator, SamPredictor, sam_model_registry
 from mobile_sam_core import mask_upsample as mu
 from mobile_sam_core import openvino_encoder as ove
-from mobile_sam_core.acceleration import FastTinyViT, encoder_runner, onnx_available
+from mobile_sam_core.acceleration import FastTinyViT, _from_windows, _to_windows, encoder_runner, onnx_available
 from mobile_sam_core.openvino_encoder import OpenVinoEncoder, OpenVinoGraph, openvino_available
 from mobile_sam_core.everything_fast import fast_everything_settings, masks_to_rle, rle_to_mask
 from mobile_sam_core.fast_decoder import cached_dense_pe, fast_decoder_for, image_context
@@ -198,6 +198,25 @@ def test_fast_fp32_encoder_matches_module(name, vit_t, lite):
     assert got.shape == ref.shape and got.dtype == torch.float32
     assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
 
+
+
+@pytest.mark.parametrize("shape", [(2, 13, 20, 5), (1, 14, 21, 3), (1, 5, 9, 4), (1, 8, 7, 2)])
+def test_window_partition_matches_pad_and_reshape(shape):
+    bn, h, w, d = shape
+    ws = 7
+    src = torch.randn(shape, generator=torch.Generator().manual_seed(3))
+    pad = torch.arange(1.0, d + 1)
+    ph, pw = -(-h // ws) * ws, -(-w // ws) * ws
+    full = pad.expand(bn, ph, pw, d).clone()
+    full[:, :h, :w] = src
+    ref = full.view(bn, ph // ws, ws, pw // ws, ws, d).transpose(2, 3).reshape(-1, ws * ws, d)
+    windows = _to_windows(src, ws, pad)
+    assert torch.equal(windows, ref)
+    # back: (windows, heads, tokens, d) -> real tokens (B*H*W, heads*d), padding dropped
+    heads = 2
+    o = torch.randn(windows.shape[0], heads, ws * ws, d, generator=torch.Generator().manual_seed(4))
+    back = o.view(bn, ph // ws, pw // ws, heads, ws, ws, d).permute(0, 1, 4, 2, 5, 3, 6).reshape(bn, ph, pw, heads * d)
+    assert torch.equal(_from_windows(o, bn, h, w, ws), back[:, :h, :w].reshape(bn * h * w, heads * d))
 
 def test_encoder_runner_follows_weight_changes():
     model = sam_model_registry["vit_t"]()
