@@ -181,6 +181,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     q = args.quick
     t_start = time.time()
     load_before = os.getloadavg()
+    try:  # fail now, not after 20 minutes of measuring
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("matplotlib is missing (the scaling plot needs it): pip install -r requirements-dev.txt", file=sys.stderr)
+        return 2
     official_version = ensure_official()
     tmp = Path(tempfile.mkdtemp(prefix="msc-bench-"))
     ckpt = make_checkpoint(tmp)
