@@ -37,7 +37,7 @@ import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -161,23 +161,38 @@ def _fold(conv_norm: torch.nn.Module, dtype: torch.dtype) -> Dict[str, Any]:
                 stride=list(c.stride), pad=list(c.padding), groups=c.groups)
 
 
+def _window_blocks(h: int, w: int, ws: int) -> Iterator[Tuple[tuple, tuple, Tuple[int, int]]]:
+    """The real (H, W) region of a window grid, in up to four blocks (whole windows, then the
+    partial last row/column of windows).
+
+    Yields ``(image index, window index, (windows, rows per window, windows, columns per window))``:
+    ``t[image index]`` unflattened to that shape on dims 1 and 3 lines up with ``v[window index]``
+    of a ``(B, nH, ws, nW, ws, ...)`` window view.
+    """
+    def parts(n: int) -> list:
+        whole, rest = divmod(n, ws)
+        out = [(slice(0, whole * ws), slice(0, whole), whole, ws)] if whole else []
+        return out + ([(slice(whole * ws, n), slice(whole, whole + 1), 1, rest)] if rest else [])
+
+    for rows, row_windows, nr, lr in parts(h):
+        for cols, col_windows, nc, lc in parts(w):
+            yield ((slice(None), rows, cols), (slice(None), row_windows, slice(0, lr), col_windows, slice(0, lc)),
+                   (nr, lr, nc, lc))
+
+
 def _to_windows(src: torch.Tensor, ws: int, pad: torch.Tensor) -> torch.Tensor:
     """(B, H, W, D) -> (B*nH*nW, ws*ws, D) windows in one copy; ``pad`` (D,) fills the padding
     of partial windows (bottom and right edges)."""
     bn, h, w, dd = src.shape
     nh, nw = -(-h // ws), -(-w // ws)
-    fh, fw, rh, rw = h // ws, w // ws, h % ws, w % ws
     buf = src.new_empty(bn, nh, nw, ws, ws, dd)
     img = buf.permute(0, 1, 3, 2, 4, 5)  # (B, nH, ws, nW, ws, D): row i*ws+a, column j*ws+b
-    img[:, :fh, :, :fw] = src[:, :fh * ws, :fw * ws].view(bn, fh, ws, fw, ws, dd)
-    if rw:
-        img[:, :fh, :, fw, :rw] = src[:, :fh * ws, fw * ws:].view(bn, fh, ws, rw, dd)
-        img[:, :, :, fw, rw:] = pad
-    if rh:
-        img[:, fh, :rh, :fw] = src[:, fh * ws:, :fw * ws].view(bn, rh, fw, ws, dd)
-        if rw:
-            img[:, fh, :rh, fw, :rw] = src[:, fh * ws:, fw * ws:]
-        img[:, fh, rh:] = pad
+    for image_index, window_index, shape in _window_blocks(h, w, ws):
+        img[window_index] = src[image_index].unflatten(1, shape[:2]).unflatten(3, shape[2:])
+    if w % ws:
+        img[:, :, :, nw - 1, w % ws:] = pad
+    if h % ws:
+        img[:, nh - 1, h % ws:] = pad
     return buf.view(bn * nh * nw, ws * ws, dd)
 
 
@@ -185,16 +200,10 @@ def _from_windows(o: torch.Tensor, bn: int, h: int, w: int, ws: int) -> torch.Te
     """Attention output (B*nH*nW, heads, ws*ws, d) -> (B*H*W, heads*d) real tokens, one copy."""
     _, heads, _, vd = o.shape
     nh, nw = -(-h // ws), -(-w // ws)
-    fh, fw, rh, rw = h // ws, w // ws, h % ws, w % ws
     img = o.view(bn, nh, nw, heads, ws, ws, vd).permute(0, 1, 4, 2, 5, 3, 6)  # B, nH, ws, nW, ws, heads, d
     out = o.new_empty(bn, h, w, heads, vd)
-    out[:, :fh * ws, :fw * ws].view(bn, fh, ws, fw, ws, heads, vd).copy_(img[:, :fh, :, :fw])
-    if rw:
-        out[:, :fh * ws, fw * ws:].view(bn, fh, ws, rw, heads, vd).copy_(img[:, :fh, :, fw, :rw])
-    if rh:
-        out[:, fh * ws:, :fw * ws].view(bn, rh, fw, ws, heads, vd).copy_(img[:, fh, :rh, :fw])
-        if rw:
-            out[:, fh * ws:, fw * ws:].copy_(img[:, fh, :rh, fw, :rw])
+    for image_index, window_index, shape in _window_blocks(h, w, ws):
+        out[image_index].unflatten(1, shape[:2]).unflatten(3, shape[2:]).copy_(img[window_index])
     return out.view(bn * h * w, heads * vd)
 
 
@@ -207,9 +216,6 @@ class FastTinyViT:
         if not isinstance(encoder, TinyViTEncoder):
             raise TypeError("FastTinyViT needs a mobile_sam_core TinyViTEncoder")
         self.dtype = dtype
-        # GELU as oneDNN's post-op of the convolution before it: one pass over the (often 4x
-        # expanded) activations instead of two; measured 14-19 ms faster per fp32 encode.
-        self.fuse_conv_gelu = True
         # Attention kernel (measured): fp32 -> flash SDPA; bf16 -> SDPA for 14x14 windows,
         # explicit matmuls with a float32 softmax for 7x7 windows.
         self.sdpa_min_tokens = 0 if dtype == torch.float32 else 100
@@ -261,12 +267,13 @@ class FastTinyViT:
     # -- primitives (oneDNN when available, plain torch otherwise)
     def _conv(self, x: torch.Tensor, p: Dict[str, Any], gelu: bool = False) -> torch.Tensor:
         if _MKLDNN:
-            if gelu and self.fuse_conv_gelu:
+            # GELU as oneDNN's post-op: one pass over the (often 4x expanded) activations instead
+            # of two; measured 14-19 ms faster per fp32 encode than a separate gelu_.
+            if gelu:
                 return _MK._convolution_pointwise(x, p["w"], p["b"], p["pad"], p["stride"], [1, 1], p["groups"],
                                                   "gelu", [], "none")
-            y = _MK._convolution_pointwise(x, p["w"], p["b"], p["pad"], p["stride"], [1, 1], p["groups"], "none", [], "")
-        else:
-            y = F.conv2d(x, p["w"], p["b"], p["stride"], p["pad"], 1, p["groups"])
+            return _MK._convolution_pointwise(x, p["w"], p["b"], p["pad"], p["stride"], [1, 1], p["groups"], "none", [], "")
+        y = F.conv2d(x, p["w"], p["b"], p["stride"], p["pad"], 1, p["groups"])
         return torch.ops.aten.gelu_(y) if gelu else y
 
     def _conv_add(self, x: torch.Tensor, other: torch.Tensor, p: Dict[str, Any]) -> torch.Tensor:

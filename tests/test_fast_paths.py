@@ -199,7 +199,6 @@ def test_fast_fp32_encoder_matches_module(name, vit_t, lite):
     assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
 
 
-
 @pytest.mark.parametrize("shape", [(2, 13, 20, 5), (1, 14, 21, 3), (1, 5, 9, 4), (1, 8, 7, 2)])
 def test_window_partition_matches_pad_and_reshape(shape):
     bn, h, w, d = shape
@@ -217,6 +216,7 @@ def test_window_partition_matches_pad_and_reshape(shape):
     o = torch.randn(windows.shape[0], heads, ws * ws, d, generator=torch.Generator().manual_seed(4))
     back = o.view(bn, ph // ws, pw // ws, heads, ws, ws, d).permute(0, 1, 4, 2, 5, 3, 6).reshape(bn, ph, pw, heads * d)
     assert torch.equal(_from_windows(o, bn, h, w, ws), back[:, :h, :w].reshape(bn * h * w, heads * d))
+
 
 def test_encoder_runner_follows_weight_changes():
     model = sam_model_registry["vit_t"]()
