@@ -71,6 +71,7 @@ def _mkldnn_ok() -> bool:
 
 
 _MKLDNN = _mkldnn_ok()
+_MKLDNN_LINEAR = _MKLDNN and hasattr(_MK, "_linear_pointwise")
 
 
 # ---------------------------------------------------------------------------------- runtime
@@ -145,6 +146,17 @@ def auto_configure_runtime() -> None:
     if "malloc" in _runtime_state or os.environ.get("MOBILE_SAM_NO_RUNTIME_TUNING", "") not in ("", "0"):
         return
     configure_cpu_runtime(malloc=True, set_threads=False)
+
+
+def fused_linear(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = None,
+                 gelu: bool = False) -> torch.Tensor:
+    """``F.linear`` (then exact GELU when ``gelu``), through oneDNN with GELU fused when available."""
+    if _MKLDNN_LINEAR:
+        if gelu:
+            return _MK._linear_pointwise(x, w, b, "gelu", [], "none")
+        return _MK._linear_pointwise(x, w, b, "none", [], "")
+    y = F.linear(x, w, b)
+    return F.gelu(y) if gelu else y
 
 
 # ---------------------------------------------------------------------------------- TinyViT
@@ -283,15 +295,6 @@ class FastTinyViT:
         return F.conv2d(x, p["w"], p["b"], p["stride"], p["pad"], 1, p["groups"]) + other
 
     @staticmethod
-    def _linear(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor], gelu: bool = False) -> torch.Tensor:
-        if _MKLDNN:
-            if gelu:
-                return _MK._linear_pointwise(x, w, b, "gelu", [], "none")
-            return _MK._linear_pointwise(x, w, b, "none", [], "")
-        y = F.linear(x, w, b)
-        return F.gelu(y) if gelu else y
-
-    @staticmethod
     def _linear_add(x: torch.Tensor, other: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if _MKLDNN:
             return _MK._linear_pointwise.binary(x, other, w, b, "add")
@@ -324,7 +327,7 @@ class FastTinyViT:
         bn, h, w, c = x.shape
         ws, heads, kd, vd = p["ws"], p["heads"], p["kd"], p["vd"]
         xn = F.layer_norm(x, (c,), p["ln"][0], p["ln"][1], p["ln"][2])
-        qkv = _to_windows(self._linear(xn, p["wqkv"], p["bqkv"]), ws, p["pad_qkv"])  # qkv of real tokens only
+        qkv = _to_windows(fused_linear(xn, p["wqkv"], p["bqkv"]), ws, p["pad_qkv"])  # qkv of real tokens only
         bw, n, _ = qkv.shape
         q = qkv[..., : heads * kd].view(bw, n, heads, kd).transpose(1, 2)
         k = qkv[..., heads * kd: 2 * heads * kd].view(bw, n, heads, kd).transpose(1, 2)
@@ -342,7 +345,7 @@ class FastTinyViT:
         xc = self._conv(x.permute(0, 3, 1, 2), p["local"])  # depthwise conv on a channels-last view
         x = xc.permute(0, 2, 3, 1).reshape(bn * h * w, c)
         hdn = F.layer_norm(x, (c,), p["mln"][0], p["mln"][1], p["mln"][2])
-        hdn = self._linear(hdn, p["w1"], p["b1"], gelu=True)
+        hdn = fused_linear(hdn, p["w1"], p["b1"], gelu=True)
         x = self._linear_add(hdn, x, p["w2"], p["b2"])
         return x.view(bn, h, w, c)
 
@@ -366,7 +369,7 @@ class FastTinyViT:
             x = x.permute(0, 3, 1, 2)
         nk = self.neck
         xh = x.permute(0, 2, 3, 1)
-        y = self._linear(xh, nk["w1"], None)
+        y = fused_linear(xh, nk["w1"])
         y = F.layer_norm(y, (y.shape[-1],), nk["ln1"][0], nk["ln1"][1], nk["ln1"][2])
         y = F.conv2d(y.permute(0, 3, 1, 2), nk["w2"], padding=1)
         yh = y.permute(0, 2, 3, 1)

@@ -39,21 +39,12 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
 
+from .acceleration import fused_linear
 from .tensor_versions import tensor_version, weights_fingerprint
 
 __all__ = [
     "FastMaskDecoder", "ImageContext", "cached_dense_pe", "fast_decoder_for", "image_context", "supports_fast_decoder",
 ]
-
-
-def _mkldnn_linear_ok() -> bool:
-    try:
-        return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    except Exception:  # pragma: no cover - exotic builds
-        return False
-
-
-_MKLDNN = _mkldnn_linear_ok()
 
 
 @dataclass
@@ -308,28 +299,20 @@ class FastMaskDecoder:
         )
         return iou, hyper
 
-    def _linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, gelu: bool) -> torch.Tensor:
-        if _MKLDNN:
-            if gelu:
-                return torch.ops.mkldnn._linear_pointwise(x, w, b, "gelu", [], "none")
-            return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
-        y = F.linear(x, w, b)
-        return F.gelu(y) if gelu else y
-
     def masks(self, keys: torch.Tensor, hyper: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
         """Low-res logits (P, M, 4h, 4w) for image tokens ``keys`` (P, N, C), ``hyper`` (P, M, c2)."""
         p, n, c = keys.shape
         h, w = grid
         c1, c2 = self.c1, self.c2
-        y = self._linear(keys.reshape(p * n, c), self.up1_w, self.up1_b, False)  # (P*N, 4*c1)
+        y = fused_linear(keys.reshape(p * n, c), self.up1_w, self.up1_b)  # (P*N, 4*c1)
         y = y.view(p * n * 4, c1)
         y = F.layer_norm(y, (c1,), self.up_ln[0], self.up_ln[1], self.up_ln[2])
         y = torch.ops.aten.gelu_(y) if isinstance(self.act1, torch.nn.GELU) and self.act1.approximate == "none" \
             else self.act1(y)
         if self.gelu2_fusable:
-            z = self._linear(y, self.up2_w, self.up2_b, True)
+            z = fused_linear(y, self.up2_w, self.up2_b, gelu=True)
         else:
-            z = self.act2(self._linear(y, self.up2_w, self.up2_b, False))
+            z = self.act2(fused_linear(y, self.up2_w, self.up2_b))
         z = z.view(p, n * 16, c2)
         m = torch.bmm(z, hyper.to(z.dtype).transpose(1, 2)).float()  # P, N*16, M
         mm = hyper.shape[1]
