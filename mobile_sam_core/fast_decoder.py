@@ -12,6 +12,11 @@ the handful of prompt tokens are projected instead of the 4096 image tokens:
   ``softmax(.) (X Wv^T + bv) = (softmax(.) X) Wv^T + bv``: per prompt only ``heads x tokens``
   vectors of width 256 meet the 4096 image tokens. The image-to-token output projection (and
   its bias) is folded into the few value tokens the same way.
+* The image tokens that reach the output upscaling are the embedding plus two low-rank updates
+  (one per image-to-token attention: ``heads x tokens`` columns each), each followed by a
+  LayerNorm. The first upscaling product of that is therefore a per-image product (computed
+  once) plus the updates' projections, combined with each LayerNorm's per-token mean and
+  scale (:meth:`FastMaskDecoder._up1_factored`): ~45% of that product's work per prompt.
 * The transposed convolutions of the output upscaling (kernel 2, stride 2, no overlap) are plain
   matrix products (bias and the second GELU fused by oneDNN where available); the pixel shuffle
   is applied once to the final low-res masks instead of to the 64- and 32-channel maps.
@@ -33,7 +38,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +65,7 @@ class ImageContext:
     # Positional-encoding parts of later projections (image independent): (heads, d, N) / (heads, N, d)
     kpe: Tuple[torch.Tensor, ...] = ()  # token->image layers >= 1 and the final attention
     qpe: Tuple[torch.Tensor, ...] = ()  # image->token layers >= 1
+    up_src: Optional[torch.Tensor] = None  # (N, 4*c1) image part of the first upscaling product
 
 
 def supports_fast_decoder(model: Sam) -> bool:
@@ -151,6 +157,20 @@ class FastMaskDecoder:
         self.up2_w = cast(ct2.weight.permute(2, 3, 1, 0).reshape(4 * c2, c1))
         self.up2_b = cast(ct2.bias.repeat(4))
         self.norms = {}
+        # Factored first upscaling product (float32 only: it subtracts LayerNorm means after the
+        # product, which bfloat16 would not resolve); needs exactly two image-to-token updates.
+        self.factored = dtype == torch.float32 and len(self.layers) == 2
+        if self.factored:
+            w = ct1.weight.permute(2, 3, 1, 0).reshape(4 * c1, c_in).detach().double()
+            n0, n1 = self.layers[0].norm4, self.layers[1].norm4
+            g0, b0 = n0.weight.detach().double(), n0.bias.detach().double()
+            g1, b1 = n1.weight.detach().double(), n1.bias.detach().double()
+            f32 = lambda t: t.float().contiguous()  # noqa: E731
+            self.f_v = f32(w * (g1 * g0))  # image tokens through both LayerNorm scales, then up1
+            self.f_w1 = f32(w * g1)  # layer-1 update (and LN0's output) through LN1's scale
+            # constant rows: -mean0 * rstd0 -> v, -mean1 -> z, 1 -> w (LN0's bias through LN1's scale)
+            self.f_const = f32(torch.stack([w @ (g1 * g0), w @ g1, w @ (g1 * b0)]))
+            self.f_bias = f32(w @ b1 + ct1.bias.detach().double().repeat(4))
 
     # ------------------------------------------------------------------ per-image context
     def prepare(self, features: torch.Tensor, dense_pe: torch.Tensor) -> ImageContext:
@@ -166,7 +186,8 @@ class FastMaskDecoder:
         v0 = F.linear(src, a0.wv, a0.bv).view(n, a0.heads, a0.d).transpose(0, 1).contiguous()
         q0 = F.linear(src_pe, b0.wq, b0.bq).view(n, b0.heads, b0.d).transpose(0, 1).contiguous()
         kpe, qpe = self._pe_parts(dense_pe, pe)
-        return ImageContext(src=src, pe=pe, k0=k0, v0=v0, q0=q0, grid=(h, w), kpe=kpe, qpe=qpe)
+        up_src = F.linear(src, self.f_v) if self.factored else None
+        return ImageContext(src=src, pe=pe, k0=k0, v0=v0, q0=q0, grid=(h, w), kpe=kpe, qpe=qpe, up_src=up_src)
 
     def _pe_parts(self, dense_pe: torch.Tensor, pe: torch.Tensor) -> Tuple[tuple, tuple]:
         """Projections of the positional encoding used by layers >= 1 (image independent)."""
@@ -212,8 +233,11 @@ class FastMaskDecoder:
         return F.linear(_merge_heads(out), a.wo, a.bo)
 
     def _i2t(self, a: _AttnWeights, residual: torch.Tensor, shared: bool, qpe: Optional[torch.Tensor],
-             tokens: torch.Tensor, tokens_pe: torch.Tensor, ctx: ImageContext) -> torch.Tensor:
-        """Image tokens attend to the prompt tokens; returns ``residual + update`` (P, N, C).
+             tokens: torch.Tensor, tokens_pe: torch.Tensor,
+             ctx: ImageContext) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Image tokens attend to the prompt tokens: ``(residual + update (P, N, C), attn, m)``.
+
+        The update is ``attn^T @ m``: attention weights ``attn`` (P, hT, N), values ``m`` (P, hT, C).
 
         With ``shared`` the layer-0 queries of ``ctx`` are used and ``residual`` is left alone;
         otherwise the queries are ``Wq (residual + pe) + bq`` (``qpe = Wq pe`` per head, (h, N, d))
@@ -240,8 +264,8 @@ class FastMaskDecoder:
         # Fold out_proj (and its bias: each head's weights sum to one) into the value tokens.
         m = (torch.matmul(v_tok, a.wo_h) + a.bo / h).reshape(p, h * t, c)  # P, hT, C
         if shared:
-            return torch.baddbmm(residual.expand(p, n, c), attn.transpose(1, 2), m)
-        return residual.baddbmm_(attn.transpose(1, 2), m)
+            return torch.baddbmm(residual.expand(p, n, c), attn.transpose(1, 2), m), attn, m
+        return residual.baddbmm_(attn.transpose(1, 2), m), attn, m
 
     def _ln(self, x: torch.Tensor, norm: torch.nn.LayerNorm) -> torch.Tensor:
         if self.dtype == torch.float32:
@@ -259,14 +283,23 @@ class FastMaskDecoder:
         return module(*(a.float() for a in args)).to(self.dtype)
 
     # ------------------------------------------------------------------ transformer
-    def transformer(self, ctx: ImageContext, sparse: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Two-way transformer for prompts ``sparse`` (P, S, C) -> ``(hs (P, T, C), keys (P, N, C))``."""
+    def transformer(self, ctx: ImageContext, sparse: torch.Tensor,
+                    keep: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor, Optional[list]]:
+        """Two-way transformer for prompts ``sparse`` (P, S, C) -> ``(hs (P, T, C), keys (P, N, C), factors)``.
+
+        ``factors`` (when :attr:`factored`): per image-to-token layer ``(attn, m, mean, rstd)``,
+        its update and its LayerNorm's statistics, for :meth:`masks`.
+
+        ``keep`` (token indices): the final attention runs only for these tokens and ``hs`` holds
+        only them (each token attends independently there; the prompt tokens' outputs are unused).
+        """
         p = sparse.shape[0]
         out_tok = self.output_tokens.to(sparse.dtype).unsqueeze(0).expand(p, -1, -1)
         tokens = torch.cat((out_tok, sparse), dim=1).to(self.dtype)
         qpe = tokens
         queries = tokens
         keys: Optional[torch.Tensor] = None
+        factors: Optional[list] = [] if self.factored else None
         for i, layer in enumerate(self.layers):
             if i == 0:
                 queries = self._small(layer.self_attn, queries, queries, queries)
@@ -281,30 +314,63 @@ class FastMaskDecoder:
             queries = self._ln(queries + attn_out, layer.norm2)
             queries = self._ln(queries + self._small(layer.mlp, queries), layer.norm3)
             if i == 0:
-                keys = self._i2t(self.i2t[0], ctx.src.unsqueeze(0), True, None, queries, queries + qpe, ctx)
+                keys, attn, m = self._i2t(self.i2t[0], ctx.src.unsqueeze(0), True, None, queries, queries + qpe, ctx)
             else:
-                keys = self._i2t(self.i2t[i], keys, False, ctx.qpe[i - 1], queries, queries + qpe, ctx)
-            keys = self._ln(keys, layer.norm4)
+                keys, attn, m = self._i2t(self.i2t[i], keys, False, ctx.qpe[i - 1], queries, queries + qpe, ctx)
+            if factors is None:
+                keys = self._ln(keys, layer.norm4)
+            else:  # same op as F.layer_norm, also returning the per-token mean and 1/std
+                norm = layer.norm4
+                keys, mean, rstd = torch.native_layer_norm(keys, norm.normalized_shape, norm.weight, norm.bias,
+                                                           norm.eps)
+                factors.append((attn, m, mean, rstd))
+        if keep is not None:
+            queries, qpe = queries[:, keep], qpe[:, keep]
         attn_out = self._t2i(self.final, queries + qpe, keys, ctx.kpe[-1])
         queries = self._ln(queries + attn_out, self.tr.norm_final_attn)
-        return queries.float(), keys
+        return queries.float(), keys, factors
 
-    def iou_and_hyper(self, hs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """IoU predictions (P, M) and hypernetwork outputs (P, M, c2) from output tokens."""
+    def iou_and_hyper(self, hs: torch.Tensor, mask_ids: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """IoU predictions (P, M) and hypernetwork outputs (P, M, c2) of mask tokens ``mask_ids``.
+
+        ``hs`` holds the IoU token and then those mask tokens (``transformer(..., keep=...)``).
+        """
         md = self.md
-        iou = md.iou_prediction_head(hs[:, 0, :])
-        mask_tokens = hs[:, 1: 1 + self.num_mask_tokens, :]
-        hyper = torch.stack(
-            [md.output_hypernetworks_mlps[i](mask_tokens[:, i, :]) for i in range(self.num_mask_tokens)], dim=1
-        )
+        iou = md.iou_prediction_head(hs[:, 0, :])[:, list(mask_ids)]
+        hyper = torch.stack([md.output_hypernetworks_mlps[j](hs[:, 1 + i, :]) for i, j in enumerate(mask_ids)], dim=1)
         return iou, hyper
 
-    def masks(self, keys: torch.Tensor, hyper: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
-        """Low-res logits (P, M, 4h, 4w) for image tokens ``keys`` (P, N, C), ``hyper`` (P, M, c2)."""
+    def _up1_factored(self, up_src: torch.Tensor, factors: list) -> torch.Tensor:
+        """First upscaling product ``keys @ up1_w^T + up1_b`` (N, 4*c1) of one prompt, from its factors.
+
+        With ``x0 = src + A0 m0`` (LayerNorm 0 -> mean0, rstd0 -> ``k1``) and ``x1 = k1 + A1 m1``
+        (LayerNorm 1 -> mean1, rstd1 -> ``keys``), per token:
+        ``y = rstd1 (rstd0 (V src + (A0 m0) V^T - mean0 V1) + W G1 b0 + (A1 m1) (W G1)^T - mean1 W g1) + b``
+        with ``W`` = up1_w, ``G`` = LayerNorm scales, ``V = W G1 G0``. ``V src`` is ``ctx.up_src``.
+        """
+        (a0, m0, mean0, rstd0), (a1, m1, mean1, rstd1) = factors  # a: (1, K, N), m: (1, K, C), stats (1, N, 1)
+        r0, r1 = rstd0[0], rstd1[0]  # (N, 1)
+        n = r0.shape[0]
+        coeff = torch.cat([a0[0] * r0.view(1, n), a1[0], (-mean0[0] * r0).view(1, n), -mean1[0].view(1, n),
+                           r0.new_ones(1, n)])  # (K0 + K1 + 3, N)
+        rows = torch.cat([m0[0] @ self.f_v.t(), m1[0] @ self.f_w1.t(), self.f_const])  # (K0 + K1 + 3, 4*c1)
+        y = torch.addmm(up_src * r0, coeff.t(), rows)
+        return y.mul_(r1).add_(self.f_bias)
+
+    def masks(self, keys: torch.Tensor, hyper: torch.Tensor, grid: Tuple[int, int],
+              up_src: Optional[torch.Tensor] = None, factors: Optional[list] = None) -> torch.Tensor:
+        """Low-res logits (P, M, 4h, 4w) for image tokens ``keys`` (P, N, C), ``hyper`` (P, M, c2).
+
+        With ``up_src`` and one prompt's ``factors`` (see :meth:`transformer`) the first product
+        is computed from them instead of from ``keys``.
+        """
         p, n, c = keys.shape
         h, w = grid
         c1, c2 = self.c1, self.c2
-        y = fused_linear(keys.reshape(p * n, c), self.up1_w, self.up1_b)  # (P*N, 4*c1)
+        if factors is not None and up_src is not None and p == 1:
+            y = self._up1_factored(up_src, factors)
+        else:
+            y = fused_linear(keys.reshape(p * n, c), self.up1_w, self.up1_b)  # (P*N, 4*c1)
         y = y.view(p * n * 4, c1)
         y = F.layer_norm(y, (c1,), self.up_ln[0], self.up_ln[1], self.up_ln[2])
         y = torch.ops.aten.gelu_(y) if isinstance(self.act1, torch.nn.GELU) and self.act1.approximate == "none" \
@@ -332,12 +398,12 @@ class FastMaskDecoder:
         ``iou_threshold`` is None, otherwise those with ``iou > iou_threshold`` (the upscaling
         runs only for prompts with at least one such mask).
         """
-        sl = slice(1, None) if multimask_output else slice(0, 1)
+        mask_ids = list(range(1, self.num_mask_tokens)) if multimask_output else [0]
+        keep = torch.tensor([0] + [1 + j for j in mask_ids])  # the IoU token and the wanted mask tokens
         ious, masks, index = [], [], []
         for s in range(0, sparse.shape[0], self.chunk):
-            hs, keys = self.transformer(ctx, sparse[s: s + self.chunk])
-            iou, hyper = self.iou_and_hyper(hs)
-            iou, hyper = iou[:, sl], hyper[:, sl]
+            hs, keys, factors = self.transformer(ctx, sparse[s: s + self.chunk], keep)
+            iou, hyper = self.iou_and_hyper(hs, mask_ids)
             ious.append(iou)
             if iou_threshold is None:
                 sel = torch.ones_like(iou, dtype=torch.bool)
@@ -348,7 +414,8 @@ class FastMaskDecoder:
                 continue
             # one prompt at a time: its logits do not depend on which other prompts were selected
             for r in rows.tolist():
-                low = self.masks(keys[r: r + 1], hyper[r: r + 1], ctx.grid)[0]  # M, H, W
+                fac = None if factors is None else [tuple(t[r: r + 1] for t in f) for f in factors]
+                low = self.masks(keys[r: r + 1], hyper[r: r + 1], ctx.grid, ctx.up_src, fac)[0]  # M, H, W
                 wanted = torch.nonzero(sel[r]).flatten()
                 masks.append(low[wanted])
                 index.append(torch.stack([torch.full_like(wanted, r + s), wanted], dim=1))
