@@ -53,7 +53,7 @@ class _Side:
         if side == "official_tuned":
             from mobile_sam_core.acceleration import configure_cpu_runtime
 
-            configure_cpu_runtime(set_threads=False)  # allocator only: what ours does by default
+            configure_cpu_runtime(set_threads=False)  # allocator (+ OpenMP spin in _serve): ours' defaults
         self.torch = torch
         if side == "ours":
             from mobile_sam_core import sam_model_registry
@@ -128,6 +128,27 @@ class _Side:
         s = time.perf_counter() - t0
         return {"s": s, "cpu": time.process_time() - c0, "digest": masks_digest(list(masks)),
                 "shape": list(masks.shape)}
+
+    def task_click_agreement(self, name: str, hw: Tuple[int, int]) -> Dict[str, Any]:
+        """The click's default masks (OpenCV resizes) against ``exact_masks=True`` (ours only):
+        pixels that differ, and how far their upsampled logits are from the threshold."""
+        from mobile_sam_core import SamPredictor
+        from mobile_sam_core.mask_upsample import resize_error_bound
+
+        p = self.ready_predictor(name, hw)
+        exact = SamPredictor(self.model, cache=False, exact_masks=True)
+        exact.set_image(self.image(name, hw))
+        h, w = hw
+        pts, labels = np.array([[w * 0.45, h * 0.45]]), np.array([1])
+        fast_m, _, low = p.predict(point_coords=pts, point_labels=labels)
+        exact_m, _, _ = exact.predict(point_coords=pts, point_labels=labels)
+        logits, _, _ = exact.predict(point_coords=pts, point_labels=labels, return_logits=True)
+        off = fast_m != exact_m
+        t = self.model.mask_threshold
+        return {"pixels": int(off.size), "differ": int(off.sum()),
+                "max_abs_logit": float(np.abs(logits[off] - t).max()) if off.any() else 0.0,
+                "bound": resize_error_bound(self.torch.from_numpy(low)[None], self.model.image_encoder.img_size,
+                                            p.input_size)}
 
     def task_prompts(self, name: str, hw: Tuple[int, int], n_prompts: int) -> Dict[str, Any]:
         """``predict_torch`` with a batch of ``n_prompts`` single-point prompts (multimask)."""
@@ -241,6 +262,11 @@ def _boxes(h: int, w: int) -> List[np.ndarray]:
 
 def _serve(conn: Any, side: str, checkpoint: str, threads: Optional[int]) -> None:
     os.environ.setdefault("MOBILE_SAM_OFFLINE", "1")
+    if side in ("ours", "official_tuned"):
+        # before torch loads: what ``import mobile_sam_core`` does first (OpenMP spin-wait)
+        from mobile_sam_core.openmp_env import shorten_openmp_spin
+
+        shorten_openmp_spin()
     try:
         state = _Side(side, checkpoint, threads)
         conn.send({"ok": True})

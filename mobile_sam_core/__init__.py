@@ -3,10 +3,16 @@
 >>> from mobile_sam_core import sam_model_registry, SamPredictor
 >>> sam = sam_model_registry["vit_t"](checkpoint="mobile_sam.pt")
 >>> predictor = SamPredictor(sam)
+
+Importing this package before ``torch`` lets it shorten OpenMP's spin-wait (see ``openmp_env``).
 """
 
-from .automatic_mask_generator import SamAutomaticMaskGenerator
-from .build import (
+from .openmp_env import shorten_openmp_spin
+
+shorten_openmp_spin()  # must run before the imports below load torch
+
+from .automatic_mask_generator import SamAutomaticMaskGenerator  # noqa: E402
+from .build import (  # noqa: E402
     MODEL_SPECS,
     CheckpointError,
     LoadedModel,
@@ -16,10 +22,10 @@ from .build import (
     count_parameters,
     sam_model_registry,
 )
-from .embedding_cache import CachedEmbedding, EmbeddingCache, default_embedding_cache, image_digest
-from .images import ImageLoadError, LoadedImage, PromptError, clip_box, load_image, validate_points
-from .predictor import SamPredictor, warm_up
-from .render import (
+from .embedding_cache import CachedEmbedding, EmbeddingCache, default_embedding_cache, image_digest  # noqa: E402
+from .images import ImageLoadError, LoadedImage, PromptError, clip_box, load_image, validate_points  # noqa: E402
+from .predictor import SamPredictor, warm_up  # noqa: E402
+from .render import (  # noqa: E402
     cutout_rgba,
     encode_jpeg,
     encode_png,
@@ -30,7 +36,7 @@ from .render import (
     overlay_masks,
     palette,
 )
-from .weights import (
+from .weights import (  # noqa: E402
     ResolvedCheckpoint,
     WeightsUnavailableError,
     download_checkpoint,

@@ -133,6 +133,29 @@ def test_threshold_upscaled_large_image_both_paths():
     assert torch.equal(mu.threshold_upscaled(low, 1024, (685, 1024), (1500, 2241)), ref)
 
 
+def test_threshold_resized_differs_only_within_its_bound():
+    """The predictor's default: OpenCV's two resizes; pixels may flip only where the reference
+    value is within ``resize_error_bound`` of the threshold (a handful per mask)."""
+    g = torch.Generator().manual_seed(8)
+    smooth = F.avg_pool2d(torch.randn(1, 2, 256, 256, generator=g) * 6, 15, 1, 7) * 6
+    noisy = torch.randn(1, 2, 256, 256, generator=g) * 3
+    low = torch.cat([smooth, noisy], dim=1)
+    for in_hw, out_hw, t in (((685, 1024), (1500, 2241), 0.0), ((1024, 683), (900, 600), 0.0),
+                             ((685, 1024), (1500, 2241), 0.7)):
+        ref = _reference_per_plane(low, 1024, in_hw, out_hw)
+        got = mu.threshold_resized(low, 1024, in_hw, out_hw, t)
+        assert got.dtype == torch.bool and got.shape == ref.shape
+        bound = mu.resize_error_bound(low, 1024, in_hw)
+        off = got != (ref > t)
+        assert torch.all((ref[off] - t).abs() <= bound), float((ref[off] - t).abs().max())
+        assert int(off.sum()) <= 1e-5 * off.numel()
+        near = ((ref - t).abs() <= bound).sum()
+        assert near > off.sum()  # the bound is not vacuous: most near pixels still agree
+    # shortcuts that do not apply fall back to the exact path
+    assert torch.equal(mu.threshold_resized(low, 1024, (685, 1024), (685, 1024)),
+                       _reference_per_plane(low, 1024, (685, 1024), (685, 1024)) > 0)
+
+
 @pytest.mark.skipif(not mu.emulation_available(), reason="this PyTorch build's bilinear arithmetic is not emulated")
 def test_threshold_paths_are_exact_from_concurrent_threads():
     """Server threads share the scratch buffers and helper threads: results must not mix, and
@@ -395,11 +418,14 @@ def test_fast_decoder_matches_reference_decoder(vit_t):
 def test_predictor_fast_paths_match_reference_paths(vit_t):
     img = make_photo_like(300, 451, seed=9)
     fast = SamPredictor(vit_t, cache=False)
+    exact = SamPredictor(vit_t, cache=False, exact_masks=True)
     ref = SamPredictor(vit_t, cache=False, encoder_backend="reference", fast_decoder=False)
     fast.set_image(img)
+    exact.set_image(img)
     ref.set_image(img)
     assert (fast.features - ref.features).abs().max() <= 1e-4 * ref.features.abs().max()
-    fast.features = ref.features  # compare decoders and upsampling on the same embedding
+    fast.features = exact.features = ref.features  # compare decoders and upsampling on the same embedding
+    thr = vit_t.mask_threshold
     for kw in (dict(point_coords=np.array([[200, 150]]), point_labels=np.array([1])),
                dict(box=np.array([50, 40, 400, 280]))):
         m1, s1, l1 = fast.predict(**kw)
@@ -411,7 +437,14 @@ def test_predictor_fast_paths_match_reference_paths(vit_t):
         assert np.all(np.abs(lg[differ]) < 1e-3)  # only float ties at the threshold
         lf, _, _ = fast.predict(**kw, return_logits=True)
         assert lf.shape == m1.shape and lf.dtype == np.float32
-        assert np.array_equal(lf > vit_t.mask_threshold, m1)  # bool masks == thresholded full logits
+        me, _, le = exact.predict(**kw)
+        assert np.array_equal(le, l1)
+        assert np.array_equal(lf > thr, me)  # exact_masks: bool masks == thresholded full logits
+        # default: OpenCV's resizes; a pixel may differ only within the certified bound of the threshold
+        bound = mu.resize_error_bound(torch.from_numpy(l1)[None], 1024, fast.input_size)
+        assert 0 < bound < 1e-3
+        off = (lf > thr) != m1
+        assert np.all(np.abs(lf[off] - thr) <= bound) and off.mean() < 1e-4
 
 
 
@@ -474,3 +507,28 @@ def test_fast_everything_preset_returns_sam_records(lite):
     # every fast mask is one the exact generator also finds (same decoder up to bf16 rounding)
     matched = sum(max(_iou(r["segmentation"], e["segmentation"]) for e in exact) >= 0.8 for r in fast)
     assert matched >= 0.8 * len(fast)
+
+
+def test_openmp_spin_is_shortened_only_before_torch_loads(monkeypatch):
+    import subprocess
+    import sys
+
+    from mobile_sam_core import openmp_env
+
+    for var in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "MOBILE_SAM_NO_RUNTIME_TUNING"):
+        monkeypatch.delenv(var, raising=False)
+    assert not openmp_env.shorten_openmp_spin()  # torch is loaded in this process: too late
+    assert "GOMP_SPINCOUNT" not in os.environ
+    monkeypatch.delitem(sys.modules, "torch")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # the user's (or the app's) choice wins
+    assert not openmp_env.shorten_openmp_spin() and "GOMP_SPINCOUNT" not in os.environ
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setenv("MOBILE_SAM_NO_RUNTIME_TUNING", "1")
+    assert not openmp_env.shorten_openmp_spin() and "GOMP_SPINCOUNT" not in os.environ
+    monkeypatch.delenv("MOBILE_SAM_NO_RUNTIME_TUNING")
+    assert openmp_env.shorten_openmp_spin() and os.environ["GOMP_SPINCOUNT"] == "10000"
+    # a fresh process: importing the package first sets it before torch (and libgomp) load
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    code = "import os, sys, mobile_sam_core; print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["10000", "True"], out.stderr[-2000:]
