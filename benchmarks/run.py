@@ -516,7 +516,9 @@ def render_markdown(table: str, rows: List[Dict[str, Any]], app: Dict[str, Any],
               "- Random weights make noise-like masks. The click's mask thresholding costs the same for them "
               "as for clean masks: both resizes run in OpenCV and one comparison makes the boolean masks.",
               "- Exact paths compute the same float32 values in a different order (embeddings within 1e-5 of the "
-              "reference modules, masks identical except where a logit ties the threshold); "
+              "reference modules; `predict`'s boolean masks differ from thresholding PyTorch's upsampled logits "
+              "only where a logit is within the certified OpenCV resize bound, ~1e-4, of the threshold, and not "
+              "at all with `exact_masks=True`); "
               "tests/test_fast_paths.py checks every bound. The fast paths (bf16 encoder, `fast=True` everything) "
               "are opt-in except the app's Everything tab, which uses the fast preset by default.",
               ]
