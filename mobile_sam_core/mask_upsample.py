@@ -7,7 +7,7 @@ threshold is kept, and it is certain wherever a cheaper approximation is far eno
 :func:`threshold_resized` (the predictor's default): both resizes by OpenCV, then the threshold.
 OpenCV computes the same convex combinations of the same samples as PyTorch with slightly
 different float32 weights, so a pixel can only come out differently where its value is within
-:func:`_dense_margin`'s certified bound (~1e-4 for logits of magnitude ~10) of the threshold:
+:func:`resize_error_bound` (certified; ~1e-4 for logits of magnitude ~10) of the threshold:
 a handful of pixels per full-size mask, all of them coin flips.
 
 :func:`threshold_upscaled` (bit-identical to thresholding PyTorch's values):
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import threading
 from typing import Any, Iterator, Optional, Sequence, Tuple
 
@@ -44,7 +43,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .upsample import source_extent
+
 __all__ = [
+    "resize_error_bound",
     "threshold_resized",
     "threshold_upscaled",
     "threshold_input_maps",
@@ -282,8 +284,7 @@ def upscale_to_input(low_res: torch.Tensor, img_size: int, input_size: Sequence[
     h, w = low_res.shape[-2:]
     factor = img_size / h
     in_h, in_w = int(input_size[0]), int(input_size[1])
-    src_h = min(h, math.ceil(in_h / factor) + 1)
-    src_w = min(w, math.ceil(in_w / factor) + 1)
+    src_h, src_w = source_extent((h, w), img_size, input_size)
     return F.interpolate(
         low_res[..., :src_h, :src_w], scale_factor=factor, mode="bilinear", align_corners=False,
         recompute_scale_factor=False,
@@ -425,8 +426,7 @@ def threshold_resized(
     if cv2 is None or low_res.numel() == 0 or in_hw == out_hw or factor != int(factor):
         return threshold_upscaled(low_res, img_size, input_size, original_size, threshold)
     f = int(factor)
-    src_h = min(h, math.ceil(in_hw[0] / f) + 1)
-    src_w = min(w, math.ceil(in_hw[1] / f) + 1)
+    src_h, src_w = source_extent((h, w), img_size, in_hw)
     crops = np.ascontiguousarray(low_res.float().reshape(-1, h, w)[:, :src_h, :src_w].numpy())
     out = np.empty((crops.shape[0], *out_hw), dtype=np.bool_)
     t = np.float32(threshold)
@@ -444,8 +444,7 @@ def resize_error_bound(low_res: torch.Tensor, img_size: int, input_size: Sequenc
     h, w = low_res.shape[-2:]
     f = img_size / h
     in_hw = (int(input_size[0]), int(input_size[1]))
-    src_h = min(h, math.ceil(in_hw[0] / f) + 1)
-    src_w = min(w, math.ceil(in_hw[1] / f) + 1)
+    src_h, src_w = source_extent((h, w), img_size, in_hw)
     crops = low_res.float().reshape(-1, h, w)[:, :src_h, :src_w].numpy()
     return max((_dense_margin(c, 1.01 / f, max(in_hw), rounding=5e-6 + 1e-5) for c in crops), default=_TINY)
 
@@ -473,8 +472,7 @@ def threshold_upscaled(
     in_hw = (int(input_size[0]), int(input_size[1]))
     if mode != "none" and in_hw != out_hw and factor == int(factor):
         f = int(factor)
-        src_h = min(h, math.ceil(in_hw[0] / factor) + 1)
-        src_w = min(w, math.ceil(in_hw[1] / factor) + 1)
+        src_h, src_w = source_extent((h, w), img_size, in_hw)
         crops = np.ascontiguousarray(low_res.reshape(-1, h, w)[:, :src_h, :src_w].numpy())
         out = np.empty((crops.shape[0], *out_hw), dtype=np.uint8)
         plan = _plan(in_hw, out_hw, mode == "fma")

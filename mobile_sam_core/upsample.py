@@ -14,7 +14,14 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["upscale_logits", "upscale_logits_reference"]
+__all__ = ["source_extent", "upscale_logits", "upscale_logits_reference"]
+
+
+def source_extent(low_hw: Sequence[int], img_size: int, input_size: Sequence[int]) -> tuple:
+    """``(rows, cols)`` of the low-res grid that bilinear sampling of the unpadded input region touches."""
+    h, w = int(low_hw[0]), int(low_hw[1])
+    factor = img_size / h
+    return min(h, math.ceil(int(input_size[0]) / factor) + 1), min(w, math.ceil(int(input_size[1]) / factor) + 1)
 
 
 def upscale_logits_reference(
@@ -35,9 +42,7 @@ def upscale_logits(
         return low_res.new_zeros((*low_res.shape[:-2], int(original_size[0]), int(original_size[1])))
     factor = img_size / h
     in_h, in_w = int(input_size[0]), int(input_size[1])
-    # Rows/columns of the low-res grid that bilinear sampling of the unpadded region touches.
-    src_h = min(h, math.ceil(in_h / factor) + 1)
-    src_w = min(w, math.ceil(in_w / factor) + 1)
+    src_h, src_w = source_extent((h, w), img_size, input_size)
     # Scaling the cropped grid by exactly `factor` samples the same positions as the full resize.
     big = F.interpolate(
         low_res[..., :src_h, :src_w], scale_factor=factor, mode="bilinear", align_corners=False,
