@@ -42,6 +42,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from .openmp_env import runtime_tuning_disabled
 from .openvino_encoder import OpenVinoEncoder, openvino_available
 from .tensor_versions import weights_fingerprint
 
@@ -143,7 +144,7 @@ def configure_cpu_runtime(threads: Optional[int] = None, *, malloc: bool = True,
 
 def auto_configure_runtime() -> None:
     """Allocator tuning once per process (what SamPredictor calls); see configure_cpu_runtime."""
-    if "malloc" in _runtime_state or os.environ.get("MOBILE_SAM_NO_RUNTIME_TUNING", "") not in ("", "0"):
+    if "malloc" in _runtime_state or runtime_tuning_disabled():
         return
     configure_cpu_runtime(malloc=True, set_threads=False)
 

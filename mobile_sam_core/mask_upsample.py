@@ -404,6 +404,30 @@ def _scan(a: np.ndarray, t: float, margin: float, out: np.ndarray, lo: np.ndarra
 _DENSE_BAND_FRACTION = 0.005
 
 
+def _low_res_crops(low_res: torch.Tensor, img_size: int, in_hw: Tuple[int, int]) -> np.ndarray:
+    """(k, sh, sw) contiguous float32: the low-res rows/columns the first resize reads, per map."""
+    h, w = low_res.shape[-2:]
+    src_h, src_w = source_extent((h, w), img_size, in_hw)
+    return np.ascontiguousarray(low_res.float().reshape(-1, h, w)[:, :src_h, :src_w].numpy())
+
+
+def _cv2_two_stage(crop: np.ndarray, factor: int, in_hw: Tuple[int, int], out_hw: Tuple[int, int],
+                   dst: np.ndarray) -> None:
+    """SAM's two bilinear resizes of one low-res crop by OpenCV (x``factor``, crop to ``in_hw``,
+    then to ``out_hw``), into ``dst``."""
+    cv2 = _cv2()
+    sh, sw = crop.shape
+    b = cv2.resize(crop, (sw * factor, sh * factor), interpolation=cv2.INTER_LINEAR)[:in_hw[0], :in_hw[1]]
+    _approx_resize(b, out_hw, dst=dst)
+
+
+def _two_stage_margin(crop: np.ndarray, factor: int, in_hw: Tuple[int, int]) -> float:
+    """Certified bound on |:func:`_cv2_two_stage` - PyTorch's two resizes| for one crop: the
+    second resize's :func:`_dense_margin` (differences shrink by ``factor``) plus the first
+    stage's rounding (1e-5 max|crop|; see :func:`_threshold_two_stage`)."""
+    return _dense_margin(crop, 1.01 / factor, max(in_hw), rounding=5e-6 + 1e-5)
+
+
 def threshold_resized(
     low_res: torch.Tensor,
     img_size: int,
@@ -420,20 +444,15 @@ def threshold_resized(
     """
     out_hw = (int(original_size[0]), int(original_size[1]))
     in_hw = (int(input_size[0]), int(input_size[1]))
-    h, w = low_res.shape[-2:]
-    factor = img_size / h
-    cv2 = _cv2()
-    if cv2 is None or low_res.numel() == 0 or in_hw == out_hw or factor != int(factor):
+    factor = img_size / low_res.shape[-2]
+    if _cv2() is None or low_res.numel() == 0 or in_hw == out_hw or factor != int(factor):
         return threshold_upscaled(low_res, img_size, input_size, original_size, threshold)
-    f = int(factor)
-    src_h, src_w = source_extent((h, w), img_size, in_hw)
-    crops = np.ascontiguousarray(low_res.float().reshape(-1, h, w)[:, :src_h, :src_w].numpy())
+    crops = _low_res_crops(low_res, img_size, in_hw)
     out = np.empty((crops.shape[0], *out_hw), dtype=np.bool_)
     t = np.float32(threshold)
     with _scratch(out_hw) as (a, _):
         for i in range(crops.shape[0]):
-            b = cv2.resize(crops[i], (src_w * f, src_h * f), interpolation=cv2.INTER_LINEAR)[:in_hw[0], :in_hw[1]]
-            _approx_resize(b, out_hw, dst=a)
+            _cv2_two_stage(crops[i], int(factor), in_hw, out_hw, a)
             np.greater(a, t, out=out[i])
     return torch.from_numpy(out).reshape(*low_res.shape[:-2], *out_hw)
 
@@ -441,12 +460,9 @@ def threshold_resized(
 def resize_error_bound(low_res: torch.Tensor, img_size: int, input_size: Sequence[int]) -> float:
     """Certified bound on |OpenCV's two-stage resize - PyTorch's| for each map of ``low_res``
     (the largest over its maps): where :func:`threshold_resized` may differ from the reference."""
-    h, w = low_res.shape[-2:]
-    f = img_size / h
     in_hw = (int(input_size[0]), int(input_size[1]))
-    src_h, src_w = source_extent((h, w), img_size, in_hw)
-    crops = low_res.float().reshape(-1, h, w)[:, :src_h, :src_w].numpy()
-    return max((_dense_margin(c, 1.01 / f, max(in_hw), rounding=5e-6 + 1e-5) for c in crops), default=_TINY)
+    factor = img_size / low_res.shape[-2]
+    return max((_two_stage_margin(c, factor, in_hw) for c in _low_res_crops(low_res, img_size, in_hw)), default=_TINY)
 
 
 def threshold_upscaled(
@@ -467,13 +483,12 @@ def threshold_upscaled(
         return torch.zeros((*low_res.shape[:-2], *out_hw), dtype=torch.bool)
     low_res = low_res.float()
     mode = _detect_mode()
-    h, w = low_res.shape[-2:]
-    factor = img_size / h
+    factor = img_size / low_res.shape[-2]
     in_hw = (int(input_size[0]), int(input_size[1]))
     if mode != "none" and in_hw != out_hw and factor == int(factor):
         f = int(factor)
-        src_h, src_w = source_extent((h, w), img_size, in_hw)
-        crops = np.ascontiguousarray(low_res.reshape(-1, h, w)[:, :src_h, :src_w].numpy())
+        crops = _low_res_crops(low_res, img_size, in_hw)
+        src_h, src_w = crops.shape[-2:]
         out = np.empty((crops.shape[0], *out_hw), dtype=np.uint8)
         plan = _plan(in_hw, out_hw, mode == "fma")
         if _threshold_two_stage(crops, f, plan, _stage1_axes(src_h, src_w, f, mode == "fma"), threshold, out):
@@ -499,19 +514,15 @@ def _threshold_two_stage(crops: np.ndarray, factor: int, plan: ResizePlan, stage
     Writes the 0/1 masks into ``out`` (k, out_h, out_w) uint8 (which must be writable in place);
     False when OpenCV is missing.
     """
-    cv2 = _cv2()
-    if cv2 is None:
+    if _cv2() is None:
         return False
-    in_h, in_w = plan.in_hw
     out_w = plan.out_hw[1]
     k, sh, sw = crops.shape
     hits = []
     with _scratch(plan.out_hw) as (a, lo):
         for i in range(k):
-            b = cv2.resize(crops[i], (sw * factor, sh * factor), interpolation=cv2.INTER_LINEAR)[:in_h, :in_w]
-            _approx_resize(b, plan.out_hw, dst=a)
-            margin = _dense_margin(crops[i], 1.01 / factor, max(in_h, in_w), rounding=5e-6 + 1e-5)
-            hits.append(_scan(a, t, margin, out[i].view(np.bool_), lo))
+            _cv2_two_stage(crops[i], factor, plan.in_hw, plan.out_hw, a)
+            hits.append(_scan(a, t, _two_stage_margin(crops[i], factor, plan.in_hw), out[i].view(np.bool_), lo))
     sizes = [h.size for h in hits]
     if sum(sizes):
         idx = np.concatenate(hits)

@@ -15,10 +15,16 @@ import sys
 GOMP_SPINCOUNT = "10000"
 
 
+def runtime_tuning_disabled() -> bool:
+    """True when ``MOBILE_SAM_NO_RUNTIME_TUNING`` is set (to anything but 0): no process-wide
+    settings (this one, the allocator's in ``acceleration``)."""
+    return os.environ.get("MOBILE_SAM_NO_RUNTIME_TUNING", "") not in ("", "0")
+
+
 def shorten_openmp_spin() -> bool:
     """Set ``GOMP_SPINCOUNT`` unless PyTorch is already loaded, the user chose an OpenMP wait
     policy or spin count, or ``MOBILE_SAM_NO_RUNTIME_TUNING`` is set; True when it was set."""
-    if "torch" in sys.modules or os.environ.get("MOBILE_SAM_NO_RUNTIME_TUNING", "") not in ("", "0"):
+    if "torch" in sys.modules or runtime_tuning_disabled():
         return False
     if "GOMP_SPINCOUNT" in os.environ or "OMP_WAIT_POLICY" in os.environ:
         return False
