@@ -159,6 +159,13 @@ def med(rows: List[Dict]) -> float:
     return statistics.median(r["s"] for r in rows)
 
 
+def faults_note(res: Dict[str, List[Dict]]) -> str:
+    """Median minor page faults per timed call of each side (fresh memory touched by the call)."""
+    parts = [f"{side} {statistics.median(o['faults'] for o in v):,.0f}" for side, v in res.items()
+             if v and "faults" in v[0]]
+    return "minor page faults per call (median): " + ", ".join(parts) if parts else ""
+
+
 def unpack(result: Dict[str, Any]) -> List[np.ndarray]:
     h, w = result["mask_shape"]
     return [np.unpackbits(m)[: h * w].reshape(h, w).astype(bool) for m in result["masks"]]
@@ -202,7 +209,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         # 1. encoder (exact path)
         print("encoder ...", flush=True)
         r = b.interleaved("encoder", sides, R["enc"], name="astronaut", hw=ENCODER_HW)
-        rows.append(dict(what="encoder", how="`set_image`, 1024x1024 photo, fp32 exact path", res=r, target=2.5))
+        rows.append(dict(what="encoder", how="`set_image`, 1024x1024 photo, fp32 exact path", res=r, target=2.5,
+                         extra=faults_note(r)))
 
         # 2. encoder fast (bf16)
         r2 = b.interleaved("encoder", sides, R["enc"], name="astronaut", hw=ENCODER_HW,
@@ -222,7 +230,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                 f"(all: {', '.join(f'{v:.3f}' for v in fast_iou)}); {len(acc_grid['ious'])} boxes "
                                 f"ignoring the content: mean {np.mean(acc_grid['ious']):.4f}, min "
                                 f"{min(acc_grid['ious']):.4f}; random MobileSAM weights, 9 click masks: min "
-                                f"{min(acc_rand['ious']):.4f}")
+                                f"{min(acc_rand['ious']):.4f}; " + faults_note(r2))
                          if fast_iou else acc.get("error", "")))
 
         # 3. click
