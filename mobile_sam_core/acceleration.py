@@ -6,9 +6,10 @@ Nothing here changes what a model computes in the default (``"fp32"``) mode; it 
   weights with BatchNorm folded into the convolutions, channels-last convolutions through
   oneDNN (bias, residual add and GELU fused into the kernel), window
   attention with the relative-position bias as an additive mask (``scaled_dot_product_attention``
-  flash kernel in float32), the qkv projection computed on real tokens only (padding tokens of
-  partial windows get the constant qkv of a zero token) and the output projection computed on
-  real tokens only. Embeddings agree with the module's own forward to ~1e-6 relative.
+  flash kernel in float32), the qkv and output projections computed on real tokens only, and
+  attention over real tokens only: the padding tokens of a partial window share one key and value
+  (those of a zero token), so they enter as one key with a log-sum-exp bias and ask no queries.
+  Embeddings agree with the module's own forward to ~1e-6 relative.
 * ``precision="bf16"`` runs the same graph in bfloat16 (AVX-512 BF16 / AMX where the CPU has
   it): about 2x faster, approximate (embedding error ~1e-2 relative; see docs/benchmarks.md for
   the mask IoU it costs). Opt-in only.
@@ -174,50 +175,41 @@ def _fold(conv_norm: torch.nn.Module, dtype: torch.dtype) -> Dict[str, Any]:
                 stride=list(c.stride), pad=list(c.padding), groups=c.groups)
 
 
-def _window_blocks(h: int, w: int, ws: int) -> Iterator[Tuple[tuple, tuple, Tuple[int, int]]]:
-    """The real (H, W) region of a window grid, in up to four blocks (whole windows, then the
-    partial last row/column of windows).
+def _window_blocks(h: int, w: int, ws: int) -> Iterator[Tuple[tuple, Tuple[int, int, int, int]]]:
+    """The real (H, W) region of a window grid in up to four blocks of equal windows: whole
+    windows, then the partial last column, the partial last row and the corner.
 
-    Yields ``(image index, window index, (windows, rows per window, windows, columns per window))``:
-    ``t[image index]`` unflattened to that shape on dims 1 and 3 lines up with ``v[window index]``
-    of a ``(B, nH, ws, nW, ws, ...)`` window view.
+    Yields ``(index, (windows down, rows per window, windows across, columns per window))``:
+    ``t[index]`` of a ``(B, H, W, ...)`` tensor, unflattened to that shape on dims 1 and 3.
     """
     def parts(n: int) -> list:
         whole, rest = divmod(n, ws)
-        out = [(slice(0, whole * ws), slice(0, whole), whole, ws)] if whole else []
-        return out + ([(slice(whole * ws, n), slice(whole, whole + 1), 1, rest)] if rest else [])
+        out = [(slice(0, whole * ws), whole, ws)] if whole else []
+        return out + ([(slice(whole * ws, n), 1, rest)] if rest else [])
 
-    for rows, row_windows, nr, lr in parts(h):
-        for cols, col_windows, nc, lc in parts(w):
-            yield ((slice(None), rows, cols), (slice(None), row_windows, slice(0, lr), col_windows, slice(0, lc)),
-                   (nr, lr, nc, lc))
-
-
-def _to_windows(src: torch.Tensor, ws: int, pad: torch.Tensor) -> torch.Tensor:
-    """(B, H, W, D) -> (B*nH*nW, ws*ws, D) windows in one copy; ``pad`` (D,) fills the padding
-    of partial windows (bottom and right edges)."""
-    bn, h, w, dd = src.shape
-    nh, nw = -(-h // ws), -(-w // ws)
-    buf = src.new_empty(bn, nh, nw, ws, ws, dd)
-    img = buf.permute(0, 1, 3, 2, 4, 5)  # (B, nH, ws, nW, ws, D): row i*ws+a, column j*ws+b
-    for image_index, window_index, shape in _window_blocks(h, w, ws):
-        img[window_index] = src[image_index].unflatten(1, shape[:2]).unflatten(3, shape[2:])
-    if w % ws:
-        img[:, :, :, nw - 1, w % ws:] = pad
-    if h % ws:
-        img[:, nh - 1, h % ws:] = pad
-    return buf.view(bn * nh * nw, ws * ws, dd)
+    for rows, nr, lr in parts(h):
+        for cols, nc, lc in parts(w):
+            yield (slice(None), rows, cols), (nr, lr, nc, lc)
 
 
-def _from_windows(o: torch.Tensor, bn: int, h: int, w: int, ws: int) -> torch.Tensor:
-    """Attention output (B*nH*nW, heads, ws*ws, d) -> (B*H*W, heads*d) real tokens, one copy."""
-    _, heads, _, vd = o.shape
-    nh, nw = -(-h // ws), -(-w // ws)
-    img = o.view(bn, nh, nw, heads, ws, ws, vd).permute(0, 1, 4, 2, 5, 3, 6)  # B, nH, ws, nW, ws, heads, d
-    out = o.new_empty(bn, h, w, heads, vd)
-    for image_index, window_index, shape in _window_blocks(h, w, ws):
-        out[image_index].unflatten(1, shape[:2]).unflatten(3, shape[2:]).copy_(img[window_index])
-    return out.view(bn * h * w, heads * vd)
+def _window_bias(bias: torch.Tensor, ws: int, rows: int, cols: int) -> torch.Tensor:
+    """Relative-position bias ``(heads, ws*ws, ws*ws)`` of a window whose real tokens are its
+    top-left ``rows x cols``: ``(heads, rows*cols, rows*cols + 1)`` for a partial window.
+
+    The padding tokens of a partial window all carry the same key and value (those of a zero
+    token), so they act as one key whose weight is the sum of theirs: ``exp(s) * sum_j exp(b_j)``
+    = ``exp(s + logsumexp_j b_j)``. That one key gets bias ``logsumexp`` over the padding columns
+    and is appended last; queries are the real tokens only (the padding rows' outputs are dropped).
+    """
+    idx = torch.arange(ws * ws).view(ws, ws)
+    real = idx[:rows, :cols].reshape(-1)
+    b = bias[:, real]
+    if rows == ws and cols == ws:
+        return b[:, :, real].contiguous()
+    pad = torch.ones(ws * ws, dtype=torch.bool)
+    pad[real] = False
+    merged = torch.logsumexp(b[:, :, pad].double(), dim=-1, keepdim=True).to(bias.dtype)
+    return torch.cat([b[:, :, real], merged], dim=-1).contiguous()
 
 
 class FastTinyViT:
@@ -271,6 +263,7 @@ class FastTinyViT:
             # qkv of a zero (padding) token: LayerNorm(0) = beta
             pad_qkv=d(F.linear(ln.bias, wqkv, bqkv)),
             bias=d(a.attention_biases[:, a.attention_bias_idxs]),  # heads, N, N
+            window_bias={},  # (rows, cols) of a window's real tokens -> _window_bias, filled on first use
             wproj=d(a.proj.weight), bproj=d(a.proj.bias),
             local=_fold(b.local_conv, dtype),
             mln=(d(m.norm.weight), d(m.norm.bias), m.norm.eps),
@@ -323,25 +316,53 @@ class FastTinyViT:
             out[:, :, r0:r1] = torch.ops.aten.gelu_(self._conv_add(y, x[:, :, r0:r1], c3))
         return out
 
+    def _window_attention(self, qkv: torch.Tensor, p: Dict[str, Any]) -> torch.Tensor:
+        """Window attention of real tokens: qkv ``(B, H, W, 3*heads*d)`` -> ``(B*H*W, heads*d)``.
+
+        The windows are taken in up to four blocks of equal shape (:func:`_window_blocks`); in a
+        block of partial windows the padding tokens are one merged key (:func:`_window_bias`), so
+        neither their queries nor their repeated keys are computed. Same values as padding,
+        partitioning and attending over full windows, up to float rounding.
+        """
+        bn, h, w, _ = qkv.shape
+        ws, heads, kd, vd = p["ws"], p["heads"], p["kd"], p["vd"]
+        hk = heads * kd
+        out = qkv.new_empty(bn, h, w, heads * vd)
+        for image_index, (nr, rows, nc, cols) in _window_blocks(h, w, ws):
+            n = rows * cols
+            bias = p["window_bias"].get((rows, cols))
+            if bias is None:
+                bias = p["window_bias"][(rows, cols)] = _window_bias(p["bias"], ws, rows, cols)
+            keys = bias.shape[-1]  # n, or n + 1 with the merged padding key
+            bw = bn * nr * nc
+            # one copy: real tokens into (B, nr, nc, window tokens) order, the padding key last
+            buf = qkv.new_empty(bn, nr, nc, keys, qkv.shape[-1])
+            src = qkv[image_index].unflatten(1, (nr, rows)).unflatten(3, (nc, cols))  # B, nr, rows, nc, cols, D
+            buf[:, :, :, :n].view(bn, nr, nc, rows, cols, -1).copy_(src.permute(0, 1, 3, 2, 4, 5))
+            if keys > n:
+                buf[:, :, :, n] = p["pad_qkv"]
+            buf = buf.view(bw, keys, -1)
+            q = buf[:, :n, :hk].view(bw, n, heads, kd).transpose(1, 2)
+            k = buf[:, :, hk:2 * hk].view(bw, keys, heads, kd).transpose(1, 2)
+            v = buf[:, :, 2 * hk:].view(bw, keys, heads, vd).transpose(1, 2)
+            if n >= self.sdpa_min_tokens:
+                o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[None], scale=p["scale"])
+            else:
+                att = torch.baddbmm(bias.expand(bw, heads, n, keys).reshape(bw * heads, n, keys),
+                                    q.reshape(bw * heads, n, kd), k.transpose(-2, -1).reshape(bw * heads, kd, keys),
+                                    alpha=p["scale"])
+                att = torch.softmax(att, -1, dtype=torch.float32).to(att.dtype)
+                o = torch.bmm(att, v.reshape(bw * heads, keys, vd)).view(bw, heads, n, vd)
+            o = o.view(bn, nr, nc, heads, rows, cols, vd).permute(0, 1, 4, 2, 5, 3, 6)  # B, nr, rows, nc, cols, h, d
+            out[image_index].unflatten(1, (nr, rows)).unflatten(3, (nc, cols)).copy_(
+                o.reshape(bn, nr, rows, nc, cols, heads * vd))
+        return out.view(bn * h * w, heads * vd)
+
     def _attn_block(self, x: torch.Tensor, p: Dict[str, Any]) -> torch.Tensor:
         """One TinyViT block on x (B, H, W, C) contiguous."""
         bn, h, w, c = x.shape
-        ws, heads, kd, vd = p["ws"], p["heads"], p["kd"], p["vd"]
         xn = F.layer_norm(x, (c,), p["ln"][0], p["ln"][1], p["ln"][2])
-        qkv = _to_windows(fused_linear(xn, p["wqkv"], p["bqkv"]), ws, p["pad_qkv"])  # qkv of real tokens only
-        bw, n, _ = qkv.shape
-        q = qkv[..., : heads * kd].view(bw, n, heads, kd).transpose(1, 2)
-        k = qkv[..., heads * kd: 2 * heads * kd].view(bw, n, heads, kd).transpose(1, 2)
-        v = qkv[..., 2 * heads * kd:].view(bw, n, heads, vd).transpose(1, 2)
-        if n >= self.sdpa_min_tokens:
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=p["bias"][None], scale=p["scale"])
-        else:
-            att = torch.baddbmm(p["bias"].expand(bw, heads, n, n).reshape(bw * heads, n, n),
-                                q.reshape(bw * heads, n, kd), k.transpose(-2, -1).reshape(bw * heads, kd, n),
-                                alpha=p["scale"])
-            att = torch.softmax(att, -1, dtype=torch.float32).to(att.dtype)
-            o = torch.bmm(att, v.reshape(bw * heads, n, vd)).view(bw, heads, n, vd)
-        o = _from_windows(o, bn, h, w, ws)
+        o = self._window_attention(fused_linear(xn, p["wqkv"], p["bqkv"]), p)  # qkv of real tokens only
         x = self._linear_add(o, x.reshape(bn * h * w, c), p["wproj"], p["bproj"]).view(bn, h, w, c)
         xc = self._conv(x.permute(0, 3, 1, 2), p["local"])  # depthwise conv on a channels-last view
         x = xc.permute(0, 2, 3, 1).reshape(bn * h * w, c)

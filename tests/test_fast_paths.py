@@ -22,7 +22,7 @@ from segment_anything.utils.amg import rle_to_mask as sam_rle_to_mask
 from mobile_sam_core import SamAutomaticMaskGenerator, SamPredictor, sam_model_registry
 from mobile_sam_core import mask_upsample as mu
 from mobile_sam_core import openvino_encoder as ove
-from mobile_sam_core.acceleration import FastTinyViT, _from_windows, _to_windows, encoder_runner, onnx_available
+from mobile_sam_core.acceleration import FastTinyViT, encoder_runner, onnx_available
 from mobile_sam_core.openvino_encoder import OpenVinoEncoder, OpenVinoGraph, openvino_available
 from mobile_sam_core.everything_fast import fast_everything_settings, masks_to_rle, rle_to_mask
 from mobile_sam_core.fast_decoder import cached_dense_pe, fast_decoder_for, image_context
@@ -222,23 +222,36 @@ def test_fast_fp32_encoder_matches_module(name, vit_t, lite):
     assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
 
 
-@pytest.mark.parametrize("shape", [(2, 13, 20, 5), (1, 14, 21, 3), (1, 5, 9, 4), (1, 8, 7, 2)])
-def test_window_partition_matches_pad_and_reshape(shape):
-    bn, h, w, d = shape
-    ws = 7
-    src = torch.randn(shape, generator=torch.Generator().manual_seed(3))
-    pad = torch.arange(1.0, d + 1)
+@pytest.mark.parametrize("shape", [(2, 13, 20), (1, 14, 21), (1, 5, 9), (1, 8, 7), (1, 7, 14)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_window_attention_matches_padded_windows(shape, dtype):
+    """Attention over real tokens with the padding merged into one key equals the module's way:
+    pad with the zero token's qkv, partition into full windows, attend, drop the padding."""
+    bn, h, w = shape
+    ws, heads, kd, vd = 7, 2, 4, 3
+    g = torch.Generator().manual_seed(3)
+    p = dict(ws=ws, heads=heads, kd=kd, vd=vd, scale=kd ** -0.5, window_bias={},
+             bias=torch.randn(heads, ws * ws, ws * ws, generator=g).to(dtype),
+             pad_qkv=torch.randn(heads * (2 * kd + vd), generator=g).to(dtype))
+    qkv = torch.randn(bn, h, w, heads * (2 * kd + vd), generator=g).to(dtype)
     ph, pw = -(-h // ws) * ws, -(-w // ws) * ws
-    full = pad.expand(bn, ph, pw, d).clone()
-    full[:, :h, :w] = src
-    ref = full.view(bn, ph // ws, ws, pw // ws, ws, d).transpose(2, 3).reshape(-1, ws * ws, d)
-    windows = _to_windows(src, ws, pad)
-    assert torch.equal(windows, ref)
-    # back: (windows, heads, tokens, d) -> real tokens (B*H*W, heads*d), padding dropped
-    heads = 2
-    o = torch.randn(windows.shape[0], heads, ws * ws, d, generator=torch.Generator().manual_seed(4))
-    back = o.view(bn, ph // ws, pw // ws, heads, ws, ws, d).permute(0, 1, 4, 2, 5, 3, 6).reshape(bn, ph, pw, heads * d)
-    assert torch.equal(_from_windows(o, bn, h, w, ws), back[:, :h, :w].reshape(bn * h * w, heads * d))
+    full = p["pad_qkv"].expand(bn, ph, pw, -1).clone()
+    full[:, :h, :w] = qkv
+    win = full.view(bn, ph // ws, ws, pw // ws, ws, -1).transpose(2, 3).reshape(-1, ws * ws, full.shape[-1]).float()
+    q, k, v = (win[..., a:b].unflatten(-1, (heads, -1)).transpose(1, 2)
+               for a, b in ((0, heads * kd), (heads * kd, 2 * heads * kd), (2 * heads * kd, None)))
+    att = torch.softmax(q @ k.transpose(-2, -1) * p["scale"] + p["bias"].float(), dim=-1)
+    o = (att @ v).view(bn, ph // ws, pw // ws, heads, ws, ws, vd).permute(0, 1, 4, 2, 5, 3, 6)
+    ref = o.reshape(bn, ph, pw, heads * vd)[:, :h, :w].reshape(bn * h * w, heads * vd)
+    for min_tokens in (0, 100):  # flash kernel, and explicit products (the bf16 graph's 7x7 windows)
+        enc = FastTinyViT.__new__(FastTinyViT)
+        enc.sdpa_min_tokens = min_tokens
+        got = enc._window_attention(qkv, p)
+        assert got.shape == ref.shape and got.dtype == dtype
+        tol = 2e-6 if dtype == torch.float32 else 3e-2
+        assert (got.float() - ref).abs().max() <= tol * max(1.0, float(ref.abs().max()))
+    if h % ws or w % ws:  # partial windows: one merged padding key
+        assert any(b.shape[-1] == b.shape[-2] + 1 for b in p["window_bias"].values())
 
 
 def test_encoder_runner_follows_weight_changes():
