@@ -303,6 +303,19 @@ def test_openvino_encoder_fp32_and_bf16_against_the_module(lite, conversion_cach
     rel = ((fast(x) - ref).norm() / ref.norm()).item()
     assert 1e-4 < rel < 3e-2, rel  # really reduced precision, and close
     assert fast.path == exact.path and fast.path.exists() and fast.path.with_suffix(".bin").exists()
+    # a model converted from another version of the graph is never picked up
+    assert f"-g{ove.GRAPH_VERSION}-" in exact.path.name
+
+
+@needs_openvino
+def test_openvino_graph_change_does_not_reuse_an_old_conversion(lite, conversion_cache, monkeypatch):
+    first = OpenVinoEncoder(lite.image_encoder, lite.model_name, "fp32")  # cached by the tests above
+    monkeypatch.setattr(ove, "GRAPH_VERSION", ove.GRAPH_VERSION + 1)
+    calls = []
+    real = ove._convert
+    monkeypatch.setattr(ove, "_convert", lambda encoder: calls.append(1) or real(encoder))
+    second = OpenVinoEncoder(lite.image_encoder, lite.model_name, "fp32")
+    assert calls == [1] and second.path != first.path and second.path.exists()
 
 
 @needs_openvino
