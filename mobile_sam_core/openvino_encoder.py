@@ -23,7 +23,7 @@ run: 341 ms against 383 ms for the module's own graph, 365 ms for FastTinyViT in
 
 The converted model is saved under the weights cache (``openvino/``), keyed by a hash of the
 weights and :data:`GRAPH_VERSION`, so conversion (about 10-15 s of TorchScript tracing) happens
-once per model and again only when this graph changes.
+once per model and again only when this graph changes (files from older graphs are then deleted).
 """
 
 from __future__ import annotations
@@ -131,6 +131,20 @@ class OpenVinoGraph(torch.nn.Module):
         return _channel_norm(y, *nk["ln2"])
 
 
+def _remove_older_graphs(encoder: torch.nn.Module, name: str) -> None:
+    """Delete this encoder's conversions from earlier graph versions (unused from now on)."""
+    from .acceleration import converted_encoder_path
+
+    names = [name] + [f"{name}-g{v}" for v in range(2, GRAPH_VERSION)]  # version 1 had no suffix
+    for old in names:
+        xml = converted_encoder_path(encoder, old, "openvino", ".xml")
+        for f in (xml, xml.with_suffix(".bin")):
+            try:
+                f.unlink(missing_ok=True)
+            except OSError as exc:  # read-only cache: leave it
+                log.debug("could not remove %s: %s", f, exc)
+
+
 def _convert(encoder: torch.nn.Module) -> Any:
     import openvino as ov
 
@@ -166,6 +180,7 @@ class OpenVinoEncoder:
             log.info("converting the %s encoder for OpenVINO (once per weights, about 10 s; cached as %s)", name, path)
             model = _convert(encoder)
             self._save(ov, model, path)
+            _remove_older_graphs(encoder, name)
         self.path = path
         self.precision = precision
         self.compiled = core.compile_model(model, "CPU", {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from fractions import Fraction
 
 import numpy as np
@@ -308,14 +309,26 @@ def test_openvino_encoder_fp32_and_bf16_against_the_module(lite, conversion_cach
 
 
 @needs_openvino
-def test_openvino_graph_change_does_not_reuse_an_old_conversion(lite, conversion_cache, monkeypatch):
-    first = OpenVinoEncoder(lite.image_encoder, lite.model_name, "fp32")  # cached by the tests above
+def test_openvino_graph_change_does_not_reuse_an_old_conversion(lite, conversion_cache, tmp_path, monkeypatch):
+    import openvino as ov
+
+    cached = OpenVinoEncoder(lite.image_encoder, lite.model_name, "fp32")  # converted by the test above
+    monkeypatch.setenv("MOBILE_SAM_CACHE_DIR", str(tmp_path))  # own cache: this test deletes files
+    (tmp_path / "openvino").mkdir()
+    for suffix in (".xml", ".bin"):
+        shutil.copy(cached.path.with_suffix(suffix), tmp_path / "openvino" / cached.path.with_suffix(suffix).name)
+    first = OpenVinoEncoder(lite.image_encoder, lite.model_name, "fp32")
+    assert first.path.parent == tmp_path / "openvino" and f"-g{ove.GRAPH_VERSION}-" in first.path.name
+    unversioned = first.path.with_name(first.path.name.replace(f"-g{ove.GRAPH_VERSION}-", "-"))
+    unversioned.write_text("<net from graph version 1")  # how the first graph's files were named
     monkeypatch.setattr(ove, "GRAPH_VERSION", ove.GRAPH_VERSION + 1)
-    calls = []
-    real = ove._convert
-    monkeypatch.setattr(ove, "_convert", lambda encoder: calls.append(1) or real(encoder))
+    calls = []  # "converting" reads the cached model: this test is about the files, not the graph
+    monkeypatch.setattr(ove, "_convert", lambda encoder: calls.append(1) or ov.Core().read_model(str(cached.path)))
     second = OpenVinoEncoder(lite.image_encoder, lite.model_name, "fp32")
-    assert calls == [1] and second.path != first.path and second.path.exists()
+    assert calls == [1] and second.path != first.path
+    assert second.path.exists() and second.path.with_suffix(".bin").exists()
+    # conversions from older graphs are deleted
+    assert not first.path.exists() and not first.path.with_suffix(".bin").exists() and not unversioned.exists()
 
 
 @needs_openvino
