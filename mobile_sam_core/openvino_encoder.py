@@ -85,7 +85,7 @@ class OpenVinoGraph(torch.nn.Module):
         self.snap = FastTinyViT(encoder, torch.float32)
 
     def _block(self, x: torch.Tensor, p: Dict[str, Any]) -> torch.Tensor:
-        from .acceleration import _window_blocks, _window_bias
+        from .acceleration import _window_bias, _window_blocks
 
         b, c, h, w = x.shape
         ws, heads, kd, vd = p["ws"], p["heads"], p["kd"], p["vd"]
@@ -101,6 +101,8 @@ class OpenVinoGraph(torch.nn.Module):
             q = F.linear(t, wqkv[:hk], bqkv[:hk]).view(bw, n, heads, kd).transpose(1, 2)
             k = F.linear(t, wqkv[hk:2 * hk], bqkv[hk:2 * hk]).view(bw, n, heads, kd).transpose(1, 2)
             v = F.linear(t, wqkv[2 * hk:], bqkv[2 * hk:]).view(bw, n, heads, vd).transpose(1, 2)
+            # computed inside the trace, not taken from FastTinyViT's per-shape cache: a cached
+            # constant on the tracer's check run would make the two traced graphs differ
             bias = _window_bias(p["bias"], ws, lr, lc)
             if bias.shape[-1] > n:  # partial windows: their padding as one merged key
                 k = torch.cat([k, pad_k.expand(bw, heads, 1, kd)], 2)
@@ -131,13 +133,13 @@ class OpenVinoGraph(torch.nn.Module):
         return _channel_norm(y, *nk["ln2"])
 
 
-def _remove_older_graphs(encoder: torch.nn.Module, name: str) -> None:
-    """Delete this encoder's conversions from earlier graph versions (unused from now on)."""
-    from .acceleration import converted_encoder_path
-
-    names = [name] + [f"{name}-g{v}" for v in range(2, GRAPH_VERSION)]  # version 1 had no suffix
-    for old in names:
-        xml = converted_encoder_path(encoder, old, "openvino", ".xml")
+def _remove_older_graphs(path: Path, name: str) -> None:
+    """Delete the conversions of the same encoder (same size and weights) by earlier graph
+    versions, given ``path`` of the current one; unused from now on."""
+    rest = path.name[len(f"{name}-g{GRAPH_VERSION}-"):]  # "<size>-<hash>.xml"
+    prefixes = [f"{name}-"] + [f"{name}-g{v}-" for v in range(2, GRAPH_VERSION)]  # version 1 had no suffix
+    for prefix in prefixes:
+        xml = path.with_name(prefix + rest)
         for f in (xml, xml.with_suffix(".bin")):
             try:
                 f.unlink(missing_ok=True)
@@ -177,10 +179,10 @@ class OpenVinoEncoder:
             except Exception as exc:  # truncated or foreign file: convert again
                 log.warning("OpenVINO cache %s unreadable (%s); converting the encoder again", path, exc)
         if model is None:
-            log.info("converting the %s encoder for OpenVINO (once per weights, about 10 s; cached as %s)", name, path)
+            log.info("converting the %s encoder for OpenVINO (once per weights, about 15 s; cached as %s)", name, path)
             model = _convert(encoder)
             self._save(ov, model, path)
-            _remove_older_graphs(encoder, name)
+            _remove_older_graphs(path, name)
         self.path = path
         self.precision = precision
         self.compiled = core.compile_model(model, "CPU", {
