@@ -151,14 +151,17 @@ def auto_configure_runtime() -> None:
 
 
 def fused_linear(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = None,
-                 gelu: bool = False) -> torch.Tensor:
-    """``F.linear`` (then exact GELU when ``gelu``), through oneDNN with GELU fused when available."""
+                 gelu: bool = False, relu: bool = False) -> torch.Tensor:
+    """``F.linear`` (then exact GELU when ``gelu``, ReLU when ``relu``), through oneDNN with the
+    activation fused when available."""
     if _MKLDNN_LINEAR:
         if gelu:
             return _MK._linear_pointwise(x, w, b, "gelu", [], "none")
+        if relu:
+            return _MK._linear_pointwise(x, w, b, "relu", [], "")
         return _MK._linear_pointwise(x, w, b, "none", [], "")
     y = F.linear(x, w, b)
-    return F.gelu(y) if gelu else y
+    return F.gelu(y) if gelu else (F.relu(y) if relu else y)
 
 
 # ---------------------------------------------------------------------------------- TinyViT

@@ -428,11 +428,16 @@ def test_embedding_cache_separates_precisions(vit_t):
 
 # ----------------------------------------------------------------------------- decoder and predictor
 
-def test_fast_decoder_matches_reference_decoder(vit_t):
+@pytest.mark.parametrize("stacked_heads", [True, False], ids=["stacked_heads", "module_heads"])
+def test_fast_decoder_matches_reference_decoder(vit_t, stacked_heads, monkeypatch):
     g = torch.Generator().manual_seed(4)
     feats = torch.randn(1, 256, 64, 64, generator=g)
     pe = cached_dense_pe(vit_t)
     dec = fast_decoder_for(vit_t)
+    if not stacked_heads:  # the per-module path taken by heads that do not stack (other layouts)
+        monkeypatch.setattr(dec, "_head_stack", lambda ids: None)
+    else:
+        assert dec._head_stack((1, 2, 3)) is not None and dec._head_stack((0,)) is not None
     ctx = image_context(dec, feats, pe)
     coords = torch.rand(5, 3, 2, generator=g) * 1024
     labels = torch.randint(0, 2, (5, 3), generator=g).int()
