@@ -24,7 +24,7 @@ the handful of prompt tokens are projected instead of the 4096 image tokens:
   so its cost is reading weights and launching ops: q/k/v share one product, the MLP runs
   through oneDNN with its activation fused, and the IoU head and the wanted hypernetwork MLPs
   run as one batched product per layer. Measured with the faster final pixel shuffle (two
-  permutes instead of one with 2-element runs): ~1-2 ms of a ~19 ms decode.
+  permutes instead of one with 2-element runs): ~1 ms of an ~18 ms decode.
 * Prompts go through the transformer a few at a time (``chunk``, default 8: the token-side
   weights are read once per chunk while the chunk's 4 MB-per-prompt image tokens still fit in
   cache; measured 14-30% faster per prompt than one at a time), and the upscaling runs one
