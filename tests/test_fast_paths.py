@@ -459,6 +459,34 @@ def test_fast_decoder_matches_reference_decoder(vit_t, stacked_heads, monkeypatc
                 assert torch.allclose(low, got_m[index[:, 0], index[:, 1]])
 
 
+def test_fast_decoder_follows_weight_changes():
+    model = sam_model_registry["vit_t"]()
+    feats = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(6))
+    pe = cached_dense_pe(model)
+    coords, labels = torch.tensor([[[300.0, 500.0]]]), torch.tensor([[1]])
+
+    def both():
+        sparse, dense = model.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        dec = fast_decoder_for(model)
+        ref = model.mask_decoder(image_embeddings=feats, image_pe=pe, sparse_prompt_embeddings=sparse,
+                                 dense_prompt_embeddings=dense, multimask_output=True)[0]
+        return dec, dec(image_context(dec, feats, pe), sparse, True)[0], ref
+
+    with torch.no_grad():
+        dec0, first, _ = both()
+        # in place, through the ordinary API (version counters move)
+        model.load_state_dict(perturb_state_dict(model.state_dict(), seed=7))
+        dec1, second, ref = both()
+        assert dec1 is not dec0 and not torch.allclose(first, second)
+        assert (second - ref).abs().max() <= 1e-4 * ref.abs().max()
+        # a parameter replaced by a new tensor (no version change on the old one)
+        mlp = model.mask_decoder.output_hypernetworks_mlps[1].layers[0]
+        mlp.weight = torch.nn.Parameter(mlp.weight * 1.5)
+        dec2, third, ref = both()
+        assert dec2 is not dec1 and not torch.allclose(second, third)
+        assert (third - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
 def test_predictor_fast_paths_match_reference_paths(vit_t):
     img = make_photo_like(300, 451, seed=9)
     fast = SamPredictor(vit_t, cache=False)
