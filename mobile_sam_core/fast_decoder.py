@@ -43,7 +43,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -127,13 +127,14 @@ class _TokenSide:
         self.wo, self.bo = f(sa.out_proj.weight), f(sa.out_proj.bias)
         self.w1, self.b1 = f(mlp.lin1.weight), f(mlp.lin1.bias)
         self.w2, self.b2 = f(mlp.lin2.weight), f(mlp.lin2.bias)
-        act = mlp.act
-        if isinstance(act, torch.nn.ReLU):
-            self.act = "relu"
-        elif isinstance(act, torch.nn.GELU) and act.approximate == "none":
-            self.act = "gelu"
+        self.act = mlp.act
+        # fused_linear's keyword for an activation oneDNN applies itself (None: call self.act)
+        if isinstance(self.act, torch.nn.ReLU):
+            self.fused_act: Optional[Dict[str, bool]] = {"relu": True}
+        elif isinstance(self.act, torch.nn.GELU) and self.act.approximate == "none":
+            self.fused_act = {"gelu": True}
         else:
-            self.act = act
+            self.fused_act = None
 
     def self_attn(self, qk_in: torch.Tensor, v_in: Optional[torch.Tensor]) -> torch.Tensor:
         """Self-attention of the tokens (P, T, C); ``v_in`` None: values from ``qk_in`` too."""
@@ -148,8 +149,8 @@ class _TokenSide:
         return F.linear(_merge_heads(torch.matmul(attn, _heads(v, h))), self.wo, self.bo)
 
     def mlp(self, x: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.act, str):
-            hidden = fused_linear(x, self.w1, self.b1, gelu=self.act == "gelu", relu=self.act == "relu")
+        if self.fused_act is not None:
+            hidden = fused_linear(x, self.w1, self.b1, **self.fused_act)
         else:
             hidden = self.act(F.linear(x, self.w1, self.b1))
         return fused_linear(hidden, self.w2, self.b2)
@@ -208,6 +209,7 @@ class FastMaskDecoder:
         self.up2_w = cast(ct2.weight.permute(2, 3, 1, 0).reshape(4 * c2, c1))
         self.up2_b = cast(ct2.bias.repeat(4))
         self.norms = {}
+        self._head_stacks: Dict[Tuple[int, ...], Optional[tuple]] = {}  # mask ids -> _head_stack
         # Factored first upscaling product (float32 only: it subtracts LayerNorm means after the
         # product, which bfloat16 would not resolve); needs exactly two image-to-token updates.
         self.factored = dtype == torch.float32 and len(self.layers) == 2
@@ -405,9 +407,8 @@ class FastMaskDecoder:
     def _head_stack(self, ids: Tuple[int, ...]) -> Optional[tuple]:
         """Stacked (transposed) weights of the IoU head and hypernetworks ``ids``, or None when
         their layouts differ from SAM's (same depth, equal hidden layers, no sigmoid)."""
-        cache = self.__dict__.setdefault("_head_stacks", {})
-        if ids in cache:
-            return cache[ids]
+        if ids in self._head_stacks:
+            return self._head_stacks[ids]
         md = self.md
         heads = [md.iou_prediction_head] + [md.output_hypernetworks_mlps[j] for j in ids]
         layers = [list(h.layers) for h in heads]
@@ -423,7 +424,7 @@ class FastMaskDecoder:
             iou = (last[0].weight.detach().float().t().contiguous(), last[0].bias.detach().float())
             hyp = (t([m.weight for m in last[1:]]), b([m.bias for m in last[1:]]))
             stack = (hidden, iou, hyp)
-        cache[ids] = stack
+        self._head_stacks[ids] = stack
         return stack
 
     def _up1_factored(self, up_src: torch.Tensor, factors: list) -> torch.Tensor:
