@@ -4,11 +4,14 @@ SAM turns 256x256 logits into a full-size mask by two bilinear resizes (x4 to th
 input, crop, then to the original size) and a threshold. Only the sign relative to the
 threshold is kept, and it is certain wherever a cheaper approximation is far enough from it.
 
-:func:`threshold_resized` (the predictor's default): both resizes by OpenCV, then the threshold.
-OpenCV computes the same convex combinations of the same samples as PyTorch with slightly
-different float32 weights, so a pixel can only come out differently where its value is within
-:func:`resize_error_bound` (certified; ~1e-4 for logits of magnitude ~10) of the threshold:
-a handful of pixels per full-size mask, all of them coin flips.
+:func:`threshold_resized` (the predictor's default): both resizes and the threshold in one
+compiled pass over the low-res logits (``mask_kernels``, with numba: per axis the two resizes are
+one map of at most three taps, built here from PyTorch's indices and weights), or without numba
+both resizes by OpenCV and then the threshold. Either computes the same convex combinations of
+the same samples as PyTorch with slightly different float32 roundings or weights, so a pixel can
+only come out differently where its value is within :func:`resize_error_bound` (certified; ~1e-4
+for logits of magnitude ~10) of the threshold: a handful of pixels per full-size mask, all of
+them coin flips.
 
 :func:`threshold_upscaled` (bit-identical to thresholding PyTorch's values):
 
@@ -43,6 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .mask_kernels import compiled_two_stage_threshold
 from .upsample import source_extent
 
 __all__ = [
@@ -435,12 +439,13 @@ def threshold_resized(
     original_size: Sequence[int],
     threshold: float = 0.0,
 ) -> torch.Tensor:
-    """``upscale_logits_reference(low_res, ...) > threshold`` with both resizes done by OpenCV.
+    """``upscale_logits_reference(low_res, ...) > threshold``, fast.
 
     ``low_res`` is (B, C, h, w); returns a bool tensor (B, C, *original_size). Pixels can differ
     from the reference only where the reference value is within :func:`resize_error_bound` of
-    ``threshold``. Falls back to :func:`threshold_upscaled` (exact) where the shortcut does not
-    apply (no OpenCV, a non-integer first factor, no second resize).
+    ``threshold``. Uses the compiled two-stage loop of ``mask_kernels`` where numba is available,
+    else OpenCV's resizes; falls back to :func:`threshold_upscaled` (exact) where neither shortcut
+    applies (a non-integer first factor, no second resize).
     """
     out_hw = (int(original_size[0]), int(original_size[1]))
     in_hw = (int(input_size[0]), int(input_size[1]))
@@ -450,6 +455,9 @@ def threshold_resized(
     crops = _low_res_crops(low_res, img_size, in_hw)
     out = np.empty((crops.shape[0], *out_hw), dtype=np.bool_)
     t = np.float32(threshold)
+    kernel = compiled_two_stage_threshold()
+    if kernel is not None and _kernel_two_stage(kernel, crops, int(factor), in_hw, out_hw, t, out):
+        return torch.from_numpy(out).reshape(*low_res.shape[:-2], *out_hw)
 
     def one(i: int) -> None:
         with _scratch(out_hw) as (a, _):
@@ -462,9 +470,59 @@ def threshold_resized(
     return torch.from_numpy(out).reshape(*low_res.shape[:-2], *out_hw)
 
 
+def _composite_taps(first: _Axis, second: _Axis) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """One axis of both resizes as one linear map: per output sample the first low-res index
+    ``base`` and the weights of ``base + 0..2`` ((n, 3) float32), from PyTorch's indices and
+    weights (products and sums in float64, rounded once). None if a sample would need more taps."""
+    base = first.i0[second.i0]
+    w = np.zeros((second.i0.size, 3), np.float64)
+    rows = np.arange(second.i0.size)
+    for i2, w2 in ((second.i0, second.w0), (second.i1, second.w1)):
+        for i1, w1 in ((first.i0[i2], first.w0[i2]), (first.i1[i2], first.w1[i2])):
+            off = i1 - base
+            if off.size and (off.min() < 0 or off.max() > 2):
+                return None
+            np.add.at(w, (rows, off), w2.astype(np.float64) * w1.astype(np.float64))
+    return base.astype(np.int64), w.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _composite_plan(src_hw: Tuple[int, int], factor: int, in_hw: Tuple[int, int], out_hw: Tuple[int, int],
+                    fma: bool) -> Optional[Tuple[np.ndarray, ...]]:
+    """``(by, wy, bx, wx)``: both axes' composite taps (:func:`_composite_taps`), or None."""
+    first_y, first_x = _stage1_axes(src_hw[0], src_hw[1], factor, fma)
+    second = _plan(in_hw, out_hw, fma)
+    ty, tx = _composite_taps(first_y, second.ay), _composite_taps(first_x, second.ax)
+    if ty is None or tx is None:
+        return None
+    return (*ty, *tx)
+
+
+def _kernel_two_stage(kernel: Any, crops: np.ndarray, factor: int, in_hw: Tuple[int, int],
+                      out_hw: Tuple[int, int], t: np.float32, out: np.ndarray) -> bool:
+    """Both resizes and the threshold by the compiled loop of ``mask_kernels``, rows split over
+    this thread and the helpers. False when the composite taps do not apply."""
+    taps = _composite_plan(tuple(crops.shape[1:]), factor, in_hw, out_hw, _detect_mode() != "plain")
+    if taps is None:
+        return False
+    padded = np.pad(crops, ((0, 0), (0, 2), (0, 2)), mode="edge")  # taps past the edge have weight 0
+    parts = max(1, torch.get_num_threads())
+    edges = np.linspace(0, out_hw[0], parts + 1).astype(np.int64)
+    jobs = [(i, int(edges[j]), int(edges[j + 1])) for i in range(len(crops)) for j in range(parts)
+            if edges[j + 1] > edges[j]]
+    _parallel(lambda job: kernel(padded[job[0]], *taps, t, out[job[0]], job[1], job[2]), jobs)
+    return True
+
+
 def resize_error_bound(low_res: torch.Tensor, img_size: int, input_size: Sequence[int]) -> float:
-    """Certified bound on |OpenCV's two-stage resize - PyTorch's| for each map of ``low_res``
-    (the largest over its maps): where :func:`threshold_resized` may differ from the reference."""
+    """Certified bound on |fast two-stage values - PyTorch's| for each map of ``low_res`` (the
+    largest over its maps): where :func:`threshold_resized` may differ from the reference.
+
+    Derived for OpenCV's resizes (:func:`_two_stage_margin`). The compiled loop's values are
+    closer: its taps are PyTorch's weights multiplied in float64 and rounded once, and it rounds
+    two three-term sums of non-negative weights summing to one, so it is within ~12 float32
+    roundings of the exact composite value while PyTorch's two stages are within ~8; the sum,
+    2e-6 max|crop|, is under the bound's own rounding term (1.5e-5 max|crop|)."""
     in_hw = (int(input_size[0]), int(input_size[1]))
     factor = img_size / low_res.shape[-2]
     return max((_two_stage_margin(c, factor, in_hw) for c in _low_res_crops(low_res, img_size, in_hw)), default=_TINY)

@@ -22,6 +22,7 @@ from segment_anything.utils.amg import rle_to_mask as sam_rle_to_mask
 
 from mobile_sam_core import SamAutomaticMaskGenerator, SamPredictor, sam_model_registry
 from mobile_sam_core import mask_upsample as mu
+from mobile_sam_core import mask_kernels
 from mobile_sam_core import openvino_encoder as ove
 from mobile_sam_core.acceleration import FastTinyViT, encoder_runner, onnx_available
 from mobile_sam_core.openvino_encoder import OpenVinoEncoder, OpenVinoGraph, openvino_available
@@ -134,9 +135,15 @@ def test_threshold_upscaled_large_image_both_paths():
     assert torch.equal(mu.threshold_upscaled(low, 1024, (685, 1024), (1500, 2241)), ref)
 
 
-def test_threshold_resized_differs_only_within_its_bound():
-    """The predictor's default: OpenCV's two resizes; pixels may flip only where the reference
-    value is within ``resize_error_bound`` of the threshold (a handful per mask)."""
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled-loop", "opencv"])
+def test_threshold_resized_differs_only_within_its_bound(compiled, monkeypatch):
+    """The predictor's default (the compiled two-stage loop, or OpenCV's two resizes without
+    numba): pixels may flip only where the reference value is within ``resize_error_bound`` of
+    the threshold (a handful per mask)."""
+    if compiled:
+        assert mask_kernels.compiled_two_stage_threshold() is not None  # numba is a requirement
+    else:
+        monkeypatch.setenv("MOBILE_SAM_NO_COMPILED_KERNELS", "1")
     g = torch.Generator().manual_seed(8)
     smooth = F.avg_pool2d(torch.randn(1, 2, 256, 256, generator=g) * 6, 15, 1, 7) * 6
     noisy = torch.randn(1, 2, 256, 256, generator=g) * 3
@@ -155,6 +162,55 @@ def test_threshold_resized_differs_only_within_its_bound():
     # shortcuts that do not apply fall back to the exact path
     assert torch.equal(mu.threshold_resized(low, 1024, (685, 1024), (685, 1024)),
                        _reference_per_plane(low, 1024, (685, 1024), (685, 1024)) > 0)
+
+
+def test_compiled_two_stage_values_match_pytorch_closely():
+    """The composite taps reproduce SAM's two resizes (also when the second one shrinks, and for
+    portrait inputs): the loop's values are within 2e-6 of the largest logit of PyTorch's."""
+    g = torch.Generator().manual_seed(12)
+    low = F.avg_pool2d(torch.randn(1, 2, 256, 256, generator=g) * 6, 9, 1, 4) * 5
+    for in_hw, out_hw in (((685, 1024), (1500, 2241)), ((1024, 683), (600, 400)), ((768, 1024), (768, 1025))):
+        crops = mu._low_res_crops(low, 1024, in_hw)
+        taps = mu._composite_plan(tuple(crops.shape[1:]), 4, in_hw, out_hw, mu._detect_mode() != "plain")
+        assert taps is not None
+        by, wy, bx, wx = taps
+        np.testing.assert_allclose(wy.sum(1), 1, atol=1e-6)
+        np.testing.assert_allclose(wx.sum(1), 1, atol=1e-6)
+        assert (wy >= 0).all() and (wx >= 0).all()
+        ref = _reference_per_plane(low, 1024, in_hw, out_hw)[0].numpy()
+        for i, crop in enumerate(crops):
+            padded = np.pad(crop, ((0, 2), (0, 2)), mode="edge")
+            # the loop's arithmetic, as values instead of a threshold
+            rows = wx[:, 0] * padded[:, bx] + wx[:, 1] * padded[:, bx + 1] + wx[:, 2] * padded[:, bx + 2]
+            vals = wy[:, :1] * rows[by] + wy[:, 1:2] * rows[by + 1] + wy[:, 2:] * rows[by + 2]
+            assert np.abs(vals - ref[i]).max() <= 2e-6 * np.abs(crop).max()
+            assert mu._two_stage_margin(crop, 4, in_hw) > 2e-6 * np.abs(crop).max()  # inside the bound
+
+
+def test_compiled_loop_self_check_and_switch(monkeypatch):
+    """A loop that disagrees with the NumPy arithmetic is rejected, and the environment switch
+    turns the compiled path off."""
+    assert not mask_kernels._self_check(lambda *args: None)
+    assert mask_kernels._self_check(mask_kernels.compiled_two_stage_threshold())
+    monkeypatch.setenv("MOBILE_SAM_NO_COMPILED_KERNELS", "1")
+    assert mask_kernels.compiled_two_stage_threshold() is None
+
+
+def test_threshold_resized_from_concurrent_threads():
+    """Server threads share the helper threads: concurrent calls give the single-call results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    g = torch.Generator().manual_seed(9)
+    cases = [(torch.randn(1, 3, 256, 256, generator=g) * 3, (685, 1024), (900, 1345)),
+             (F.avg_pool2d(torch.randn(1, 3, 256, 256, generator=g) * 6, 15, 1, 7) * 6, (1024, 686), (700, 469))]
+    want = [mu.threshold_resized(low, 1024, in_hw, out_hw) for low, in_hw, out_hw in cases]
+
+    def run(i):
+        low, in_hw, out_hw = cases[i % 2]
+        return torch.equal(mu.threshold_resized(low, 1024, in_hw, out_hw), want[i % 2])
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert all(pool.map(run, range(12)))
 
 
 @pytest.mark.skipif(not mu.emulation_available(), reason="this PyTorch build's bilinear arithmetic is not emulated")
