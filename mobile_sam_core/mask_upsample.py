@@ -15,10 +15,12 @@ them coin flips.
 
 :func:`threshold_upscaled` (bit-identical to thresholding PyTorch's values):
 
-1. Both resizes are done by OpenCV (``cv2.resize``, multi-threaded SIMD, the same convex
-   combinations of the same samples as PyTorch with slightly different float32 weights).
-2. A certified bound on the difference from PyTorch's values (:func:`_dense_margin` plus the
-   first stage's rounding) splits pixels into sure ones and the few near the threshold.
+1. Fast values for both resizes: the compiled loop (float32 rounding only; its bound is
+   :func:`_composite_margin`, ~4e-6 of the largest logit), or without numba OpenCV's
+   ``cv2.resize`` (slightly different float32 weights; :func:`_dense_margin` plus the first
+   stage's rounding, ~1e-4).
+2. That certified bound splits pixels into sure ones and the few near the threshold (tens per
+   1500x2241 mask with the compiled loop).
 3. Those few get exactly the values PyTorch's CPU kernel computes: the same float32 index and
    weight formulas and the same fused multiply-adds (emulated exactly in float64 with a
    correction for the rare double-rounding tie), for both stages, then the threshold.
@@ -456,7 +458,7 @@ def threshold_resized(
     out = np.empty((crops.shape[0], *out_hw), dtype=np.bool_)
     t = np.float32(threshold)
     kernel = compiled_two_stage_threshold()
-    if kernel is not None and _kernel_two_stage(kernel, crops, int(factor), in_hw, out_hw, t, out):
+    if kernel is not None and _kernel_two_stage(kernel, crops, int(factor), in_hw, out_hw, t, out) is not None:
         return torch.from_numpy(out).reshape(*low_res.shape[:-2], *out_hw)
 
     def one(i: int) -> None:
@@ -498,20 +500,39 @@ def _composite_plan(src_hw: Tuple[int, int], factor: int, in_hw: Tuple[int, int]
     return (*ty, *tx)
 
 
+def _f32_outward(x: float, up: bool) -> np.float32:
+    """``x`` rounded to float32 away from the inside of an interval (up for upper ends)."""
+    r = np.float32(x)
+    if (up and float(r) < x) or (not up and float(r) > x):
+        r = np.nextafter(r, np.float32(np.inf if up else -np.inf))
+    return r
+
+
 def _kernel_two_stage(kernel: Any, crops: np.ndarray, factor: int, in_hw: Tuple[int, int],
-                      out_hw: Tuple[int, int], t: np.float32, out: np.ndarray) -> bool:
+                      out_hw: Tuple[int, int], t: np.float32, out: np.ndarray,
+                      margins: Optional[Sequence[float]] = None) -> Optional[np.ndarray]:
     """Both resizes and the threshold by the compiled loop of ``mask_kernels``, rows split over
-    this thread and the helpers. False when the composite taps do not apply."""
+    this thread and the helpers, into ``out`` ((k, out_h, out_w), bool or uint8).
+
+    Without ``margins`` the result is ``value > t``; with a margin per map, pixels within it of
+    ``t`` are marked 2 (undecided). Returns the undecided count of every row, (k, out_h), or
+    None when the composite taps do not apply.
+    """
     taps = _composite_plan(tuple(crops.shape[1:]), factor, in_hw, out_hw, _detect_mode() != "plain")
     if taps is None:
-        return False
+        return None
+    out8 = out.view(np.uint8)
+    bounds = [(t, t) if margins is None else (_f32_outward(float(t) - m, False), _f32_outward(float(t) + m, True))
+              for m in (margins if margins is not None else [0.0] * len(crops))]
     padded = np.pad(crops, ((0, 0), (0, 2), (0, 2)), mode="edge")  # taps past the edge have weight 0
     parts = max(1, torch.get_num_threads())
     edges = np.linspace(0, out_hw[0], parts + 1).astype(np.int64)
     jobs = [(i, int(edges[j]), int(edges[j + 1])) for i in range(len(crops)) for j in range(parts)
             if edges[j + 1] > edges[j]]
-    _parallel(lambda job: kernel(padded[job[0]], *taps, t, out[job[0]], job[1], job[2]), jobs)
-    return True
+    rows = np.zeros((len(crops), out_hw[0]), np.int64)  # jobs write disjoint rows
+    _parallel(lambda job: kernel(padded[job[0]], *taps, *bounds[job[0]], out8[job[0]], rows[job[0]], job[1], job[2]),
+              jobs)
+    return rows
 
 
 def resize_error_bound(low_res: torch.Tensor, img_size: int, input_size: Sequence[int]) -> float:
@@ -567,40 +588,71 @@ def _stage1_axes(src_h: int, src_w: int, factor: int, fma: bool) -> Tuple[_Axis,
 
 def _threshold_two_stage(crops: np.ndarray, factor: int, plan: ResizePlan, stage1: Tuple[_Axis, _Axis],
                          t: float, out: np.ndarray) -> bool:
-    """Both resizes by OpenCV, exact values where they decide the threshold (module docstring).
+    """Fast values for both resizes, PyTorch's exact arithmetic where they could decide the
+    threshold either way (module docstring).
 
-    ``crops`` (k, sh, sw) hold the low-res rows/columns the first resize reads. The first
-    resize's weights (multiples of 1/(2*factor)) are exact in both libraries, so OpenCV's values
-    differ from PyTorch's only by the order of three float32 roundings (bounded here by
-    1e-5 max|crop|, far above the actual few ulps); the second resize adds :func:`_dense_margin`'s
-    bound. Pixels within that total of ``t`` get PyTorch's exact arithmetic for both stages.
-    Writes the 0/1 masks into ``out`` (k, out_h, out_w) uint8 (which must be writable in place);
-    False when OpenCV is missing.
+    ``crops`` (k, sh, sw) hold the low-res rows/columns the first resize reads. The fast values
+    come from the compiled loop (:func:`_composite_margin` bounds them) or, without it, from
+    OpenCV (:func:`_two_stage_margin`). Pixels within that bound of ``t`` get PyTorch's exact
+    arithmetic for both stages. Writes the 0/1 masks into ``out`` (k, out_h, out_w) uint8 (which
+    must be writable in place); False when neither fast path is available.
     """
+    kernel = compiled_two_stage_threshold()
+    if kernel is not None:
+        margins = [_composite_margin(c) for c in crops]
+        rows = _kernel_two_stage(kernel, crops, factor, plan.in_hw, plan.out_hw, np.float32(t), out, margins)
+        if rows is not None:
+            _exact_at(crops, plan, stage1, [_undecided(out[i], rows[i]) for i in range(len(crops))], t, out)
+            return True
     if _cv2() is None:
         return False
-    out_w = plan.out_hw[1]
-    k, sh, sw = crops.shape
     hits = []
     with _scratch(plan.out_hw) as (a, lo):
-        for i in range(k):
+        for i in range(crops.shape[0]):
             _cv2_two_stage(crops[i], factor, plan.in_hw, plan.out_hw, a)
             hits.append(_scan(a, t, _two_stage_margin(crops[i], factor, plan.in_hw), out[i].view(np.bool_), lo))
-    sizes = [h.size for h in hits]
-    if sum(sizes):
-        idx = np.concatenate(hits)
-        plane = np.repeat(np.arange(k), sizes)
-        ys, xs = np.divmod(idx, out_w)
-        ay, ax = plan.ay, plan.ax
-        # the four second-stage samples of every pixel, each computed like PyTorch's first stage
-        cy = np.concatenate([ay.i0[ys], ay.i0[ys], ay.i1[ys], ay.i1[ys]])
-        cx = np.concatenate([ax.i0[xs], ax.i1[xs], ax.i0[xs], ax.i1[xs]])
-        corners = _interp2(crops.reshape(k * sh, sw), cy, cx, stage1[0], stage1[1], plan.fma,
-                           row_offset=np.tile(plane * sh, 4))
-        c00, c01, c10, c11 = np.split(corners, 4)
-        exact = _combine(c00, c01, c10, c11, ys, xs, ay, ax, plan.fma)
-        out.reshape(k, -1)[plane, idx] = exact > np.float32(t)
+    _exact_at(crops, plan, stage1, hits, t, out)
     return True
+
+
+def _undecided(plane: np.ndarray, row_counts: np.ndarray) -> np.ndarray:
+    """Flat indices of the pixels marked 2 in ``plane``, reading only rows that have some."""
+    rows = np.flatnonzero(row_counts)
+    if rows.size == 0:
+        return np.zeros(0, np.int64)
+    r, c = np.nonzero(plane[rows] == 2)
+    return rows[r] * plane.shape[1] + c
+
+
+def _composite_margin(crop: np.ndarray) -> float:
+    """Certified bound on |compiled loop's value - PyTorch's| for one crop.
+
+    PyTorch's two stages each round ~4 times (convex combinations: errors relative to
+    max|crop|), the loop's taps are rounded once from exact products and its two three-term sums
+    round ~4 times each: about 16 float32 roundings of max|crop| in all; the margin is 64.
+    """
+    return 64 * _U * float(np.abs(crop).max()) + _TINY if crop.size else _TINY
+
+
+def _exact_at(crops: np.ndarray, plan: ResizePlan, stage1: Tuple[_Axis, _Axis], hits: Sequence[np.ndarray],
+              t: float, out: np.ndarray) -> None:
+    """Set ``out[i].flat[hits[i]]`` to PyTorch's exact ``value > t`` (both stages emulated)."""
+    sizes = [h.size for h in hits]
+    if not sum(sizes):
+        return
+    k, sh, sw = crops.shape
+    idx = np.concatenate(hits)
+    plane = np.repeat(np.arange(k), sizes)
+    ys, xs = np.divmod(idx, plan.out_hw[1])
+    ay, ax = plan.ay, plan.ax
+    # the four second-stage samples of every pixel, each computed like PyTorch's first stage
+    cy = np.concatenate([ay.i0[ys], ay.i0[ys], ay.i1[ys], ay.i1[ys]])
+    cx = np.concatenate([ax.i0[xs], ax.i1[xs], ax.i0[xs], ax.i1[xs]])
+    corners = _interp2(crops.reshape(k * sh, sw), cy, cx, stage1[0], stage1[1], plan.fma,
+                       row_offset=np.tile(plane * sh, 4))
+    c00, c01, c10, c11 = np.split(corners, 4)
+    exact = _combine(c00, c01, c10, c11, ys, xs, ay, ax, plan.fma)
+    out.reshape(k, -1)[plane, idx] = exact > np.float32(t)
 
 
 def _parallel(fn: Any, items: Any) -> None:

@@ -108,8 +108,12 @@ def test_fma32_is_exactly_rounded():
 
 
 @pytest.mark.skipif(not mu.emulation_available(), reason="this PyTorch build's bilinear arithmetic is not emulated")
-@pytest.mark.parametrize("seed", range(6))
-def test_threshold_upscaled_is_bit_identical(seed):
+@pytest.mark.parametrize("seed,compiled", [(s, True) for s in range(6)] + [(s, False) for s in range(2)])
+def test_threshold_upscaled_is_bit_identical(seed, compiled, monkeypatch):
+    """Bit for bit, with the compiled loop's values or (without numba) OpenCV's deciding which
+    pixels need PyTorch's exact arithmetic."""
+    if not compiled:
+        monkeypatch.setenv("MOBILE_SAM_NO_COMPILED_KERNELS", "1")
     g = torch.Generator().manual_seed(seed)
     for trial in range(5):
         oh, ow = (int(v) for v in torch.randint(3, 700, (2,), generator=g))
