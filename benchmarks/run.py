@@ -121,7 +121,7 @@ def machine() -> Dict[str, Any]:
         info["memory_gb"] = round(int(mem) / 2**20, 1)
     except (OSError, IndexError, ValueError):
         pass
-    for mod in ("onnxruntime", "openvino", "cv2", "numpy", "timm"):
+    for mod in ("onnxruntime", "openvino", "cv2", "numpy", "timm", "numba"):
         try:
             info[mod] = importlib.import_module(mod).__version__
         except Exception:
@@ -476,7 +476,7 @@ def render_markdown(table: str, rows: List[Dict[str, Any]], app: Dict[str, Any],
         f"{info.get('memory_gb')} GB RAM",
         f"- Python {info.get('python')}, torch {info.get('torch')} ({info.get('torch_threads')} threads), "
         f"OpenVINO {info.get('openvino')}, onnxruntime {info.get('onnxruntime')}, OpenCV {info.get('cv2')}, "
-        f"{info.get('official')}",
+        f"numba {info.get('numba')}, {info.get('official')}",
         f"- Load average before/after: {', '.join(f'{v:.2f}' for v in info['load_before'])} / "
         f"{', '.join(f'{v:.2f}' for v in info['load_after'])} (the cores are shared with other jobs; "
         "interleaving spreads that noise over both sides)",
@@ -522,10 +522,10 @@ def render_markdown(table: str, rows: List[Dict[str, Any]], app: Dict[str, Any],
               "each parallel region (`GOMP_SPINCOUNT`, set on import when torch is not loaded yet). The "
               "speed-up against it is what the code changes alone buy.",
               "- Random weights make noise-like masks. The click's mask thresholding costs the same for them "
-              "as for clean masks: both resizes run in OpenCV and one comparison makes the boolean masks.",
+              "as for clean masks: one compiled pass computes both resizes and the threshold for every pixel.",
               "- Exact paths compute the same float32 values in a different order (embeddings within 1e-5 of the "
               "reference modules; `predict`'s boolean masks differ from thresholding PyTorch's upsampled logits "
-              "only where a logit is within the certified OpenCV resize bound, ~1e-4, of the threshold, and not "
+              "only where a logit is within the certified resize bound, ~1e-4, of the threshold, and not "
               "at all with `exact_masks=True`); "
               "tests/test_fast_paths.py checks every bound. The fast paths (bf16 encoder, `fast=True` everything) "
               "are opt-in except the app's Everything tab, which uses the fast preset by default.",
