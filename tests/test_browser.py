@@ -259,6 +259,11 @@ def test_everything_draws_coloured_segments(app_server, new_page) -> None:
         number = page.locator(f"{elem} input[type=number]")
         number.fill("0")
         number.press("Enter")
+        number.blur()
+        # the slider commits the typed value asynchronously; under load a click on "run" can
+        # overtake it (seen once in CI: the run used the default thresholds and found 0 masks)
+        page.wait_for_function("sel => document.querySelector(sel).value === '0'",
+                               arg=f"{elem} input[type=range]", timeout=30_000)
     page.locator("#everything-run").click()
     info = wait_text(page, "#everything-info", lambda t: "mask" in t and " in " in t, timeout_s=180)
     count = int(info.split()[0])
