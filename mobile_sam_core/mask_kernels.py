@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-__all__ = ["compiled_two_stage_threshold", "compiled_kernels_disabled"]
+__all__ = ["compiled_two_stage_threshold", "compiled_kernels_disabled", "composite_values"]
 
 _lock = threading.Lock()
 _kernel: Any = None
@@ -78,11 +78,17 @@ def _two_stage_threshold_py(src, by, wy, bx, wx, lo, hi, out, row_undecided, ya,
     return undecided
 
 
+def composite_values(src: np.ndarray, by: np.ndarray, wy: np.ndarray, bx: np.ndarray, wx: np.ndarray) -> np.ndarray:
+    """The values the loop thresholds, in NumPy (same float32 operations in the same order);
+    ``src`` padded as for the loop."""
+    g = wx[:, 0] * src[:, bx] + wx[:, 1] * src[:, bx + 1] + wx[:, 2] * src[:, bx + 2]
+    return wy[:, :1] * g[by] + wy[:, 1:2] * g[by + 1] + wy[:, 2:] * g[by + 2]
+
+
 def _reference(src: np.ndarray, by: np.ndarray, wy: np.ndarray, bx: np.ndarray, wx: np.ndarray,
                lo: np.float32, hi: np.float32) -> np.ndarray:
-    """The loop's arithmetic in NumPy (same float32 operations in the same order)."""
-    g = wx[:, 0] * src[:, bx] + wx[:, 1] * src[:, bx + 1] + wx[:, 2] * src[:, bx + 2]
-    v = wy[:, :1] * g[by] + wy[:, 1:2] * g[by + 1] + wy[:, 2:] * g[by + 2]
+    """The loop's output computed by :func:`composite_values`."""
+    v = composite_values(src, by, wy, bx, wx)
     above = v > hi
     return above.astype(np.uint8) + 2 * ((v > lo) & ~above).astype(np.uint8)
 

@@ -447,12 +447,12 @@ def threshold_resized(
     from the reference only where the reference value is within :func:`resize_error_bound` of
     ``threshold``. Uses the compiled two-stage loop of ``mask_kernels`` where numba is available,
     else OpenCV's resizes; falls back to :func:`threshold_upscaled` (exact) where neither shortcut
-    applies (a non-integer first factor, no second resize).
+    applies (a non-integer first factor, no second resize, neither numba nor OpenCV).
     """
     out_hw = (int(original_size[0]), int(original_size[1]))
     in_hw = (int(input_size[0]), int(input_size[1]))
     factor = img_size / low_res.shape[-2]
-    if _cv2() is None or low_res.numel() == 0 or in_hw == out_hw or factor != int(factor):
+    if low_res.numel() == 0 or in_hw == out_hw or factor != int(factor):
         return threshold_upscaled(low_res, img_size, input_size, original_size, threshold)
     crops = _low_res_crops(low_res, img_size, in_hw)
     out = np.empty((crops.shape[0], *out_hw), dtype=np.bool_)
@@ -460,6 +460,8 @@ def threshold_resized(
     kernel = compiled_two_stage_threshold()
     if kernel is not None and _kernel_two_stage(kernel, crops, int(factor), in_hw, out_hw, t, out) is not None:
         return torch.from_numpy(out).reshape(*low_res.shape[:-2], *out_hw)
+    if _cv2() is None:
+        return threshold_upscaled(low_res, img_size, input_size, original_size, threshold)
 
     def one(i: int) -> None:
         with _scratch(out_hw) as (a, _):

@@ -296,8 +296,8 @@ def warm_up(sam_model: Sam, image_hw: Tuple[int, int] = (480, 640)) -> float:
     Encodes a synthetic ``image_hw`` image and decodes a point and a box prompt once (float32
     paths, the predictor's defaults). That selects the oneDNN kernels of every layer shape, grows
     the process heap to its working size, builds the decoder snapshot and the mask-upsampling
-    tables, loads (or compiles) the mask step's loop: on the demo's first request these cost about as much as the request itself. Nothing
-    is stored in any embedding cache.
+    tables, and loads (or compiles) the mask step's loop: on the demo's first request these cost
+    about as much as the request itself. Nothing is stored in any embedding cache.
     """
     t0 = time.perf_counter()
     h, w = int(image_hw[0]), int(image_hw[1])

@@ -183,10 +183,8 @@ def test_compiled_two_stage_values_match_pytorch_closely():
         assert (wy >= 0).all() and (wx >= 0).all()
         ref = _reference_per_plane(low, 1024, in_hw, out_hw)[0].numpy()
         for i, crop in enumerate(crops):
-            padded = np.pad(crop, ((0, 2), (0, 2)), mode="edge")
             # the loop's arithmetic, as values instead of a threshold
-            rows = wx[:, 0] * padded[:, bx] + wx[:, 1] * padded[:, bx + 1] + wx[:, 2] * padded[:, bx + 2]
-            vals = wy[:, :1] * rows[by] + wy[:, 1:2] * rows[by + 1] + wy[:, 2:] * rows[by + 2]
+            vals = mask_kernels.composite_values(np.pad(crop, ((0, 2), (0, 2)), mode="edge"), by, wy, bx, wx)
             assert np.abs(vals - ref[i]).max() <= 2e-6 * np.abs(crop).max()
             assert mu._two_stage_margin(crop, 4, in_hw) > 2e-6 * np.abs(crop).max()  # inside the bound
 
