@@ -4,8 +4,7 @@ Nothing here changes what a model computes in the default (``"fp32"``) mode; it 
 
 * :class:`FastTinyViT` runs the TinyViT encoder of MobileSAM / LiteMedSAM from a snapshot of its
   weights with BatchNorm folded into the convolutions, channels-last convolutions through
-  oneDNN (bias, residual add and GELU fused into the kernel), the stage-0 MBConvs in strips and
-  the attention blocks in bands of window rows (intermediates stay in cache), window
+  oneDNN (bias, residual add and GELU fused into the kernel), window
   attention with the relative-position bias as an additive mask (``scaled_dot_product_attention``
   flash kernel in float32), the qkv and output projections computed on real tokens only, and
   attention over real tokens only: the padding tokens of a partial window share one key and value
@@ -228,9 +227,6 @@ class FastTinyViT:
         # Attention kernel (measured): fp32 -> flash SDPA; bf16 -> SDPA for 14x14 windows,
         # explicit matmuls with a float32 softmax for 7x7 windows.
         self.sdpa_min_tokens = 0 if dtype == torch.float32 else 100
-        # Tokens per attention band / MLP chunk (measured on 2 cores: 512-2048 all beat whole
-        # stages by 20-40 ms per fp32 encode; 1024 keeps a band's qkv within 1.5 MB of L2).
-        self.band_tokens = 1024
         with torch.no_grad():
             pe = encoder.patch_embed
             self.pointwise_stem = isinstance(pe, _PointwisePatchEmbed)
@@ -366,32 +362,17 @@ class FastTinyViT:
         return out.view(bn * h * w, heads * vd)
 
     def _attn_block(self, x: torch.Tensor, p: Dict[str, Any]) -> torch.Tensor:
-        """One TinyViT block on x (B, H, W, C) contiguous.
-
-        Attention runs in bands of whole window rows and the MLP in chunks of tokens, so that the
-        3x (qkv) and 4x (hidden) expanded activations of a band stay in cache instead of going
-        through memory: stage 1's hidden layer alone is 32 MB. Bands and chunks never split a
-        window or a token, so every value is computed as for the whole image.
-        """
+        """One TinyViT block on x (B, H, W, C) contiguous."""
         bn, h, w, c = x.shape
-        ws = p["ws"]
-        band = ws * max(1, round(self.band_tokens / (ws * w)))
-        y = torch.empty_like(x)
-        for r0 in range(0, h, band):
-            xs = x[:, r0:r0 + band]
-            xn = F.layer_norm(xs, (c,), p["ln"][0], p["ln"][1], p["ln"][2])
-            o = self._window_attention(fused_linear(xn, p["wqkv"], p["bqkv"]), p)  # qkv of real tokens only
-            y[:, r0:r0 + band] = self._linear_add(o, xs.reshape(-1, c), p["wproj"], p["bproj"]).view(bn, -1, w, c)
-        xc = self._conv(y.permute(0, 3, 1, 2), p["local"])  # depthwise conv on a channels-last view
+        xn = F.layer_norm(x, (c,), p["ln"][0], p["ln"][1], p["ln"][2])
+        o = self._window_attention(fused_linear(xn, p["wqkv"], p["bqkv"]), p)  # qkv of real tokens only
+        x = self._linear_add(o, x.reshape(bn * h * w, c), p["wproj"], p["bproj"]).view(bn, h, w, c)
+        xc = self._conv(x.permute(0, 3, 1, 2), p["local"])  # depthwise conv on a channels-last view
         x = xc.permute(0, 2, 3, 1).reshape(bn * h * w, c)
-        n = x.shape[0]
-        out = torch.empty_like(x)
-        for r0 in range(0, n, self.band_tokens):
-            xs = x[r0:r0 + self.band_tokens]
-            hdn = F.layer_norm(xs, (c,), p["mln"][0], p["mln"][1], p["mln"][2])
-            hdn = fused_linear(hdn, p["w1"], p["b1"], gelu=True)
-            out[r0:r0 + self.band_tokens] = self._linear_add(hdn, xs, p["w2"], p["b2"])
-        return out.view(bn, h, w, c)
+        hdn = F.layer_norm(x, (c,), p["mln"][0], p["mln"][1], p["mln"][2])
+        hdn = fused_linear(hdn, p["w1"], p["b1"], gelu=True)
+        x = self._linear_add(hdn, x, p["w2"], p["b2"])
+        return x.view(bn, h, w, c)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

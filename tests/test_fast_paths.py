@@ -281,24 +281,6 @@ def test_fast_fp32_encoder_matches_module(name, vit_t, lite):
     assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
 
 
-@pytest.mark.parametrize("band_tokens", [1, 50, 1024])
-def test_fast_encoder_bands_and_batches_match_module(lite, band_tokens):
-    """Attention bands of one window row (band_tokens=1), bands and MLP chunks that end inside a
-    window row or a token run (50), and whole stages in one band (1024, LiteMedSAM's 32x32
-    stage): a batch of two images, each as the module computes it."""
-    size = lite.image_encoder.img_size
-    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(4))
-    enc = FastTinyViT(lite.image_encoder)
-    enc.band_tokens = band_tokens
-    with torch.no_grad():
-        ref = lite.image_encoder(x)
-        got = enc(x)
-        single = enc(x[1:])
-    assert got.shape == ref.shape
-    assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
-    assert (single[0] - got[1]).abs().max() <= 1e-5 * ref.abs().max()
-
-
 @pytest.mark.parametrize("shape", [(2, 13, 20), (1, 14, 21), (1, 5, 9), (1, 8, 7), (1, 7, 14)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_window_attention_matches_padded_windows(shape, dtype):
