@@ -281,6 +281,20 @@ def test_fast_fp32_encoder_matches_module(name, vit_t, lite):
     assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
 
 
+def test_fast_encoder_batch_matches_module_per_image(lite):
+    """A batch of two images: each embedding as the module computes it, and as the image alone."""
+    size = lite.image_encoder.img_size
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(4))
+    enc = FastTinyViT(lite.image_encoder)
+    with torch.no_grad():
+        ref = lite.image_encoder(x)
+        got = enc(x)
+        single = enc(x[1:])
+    assert got.shape == ref.shape
+    assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
+    assert (single[0] - got[1]).abs().max() <= 1e-5 * ref.abs().max()
+
+
 @pytest.mark.parametrize("shape", [(2, 13, 20), (1, 14, 21), (1, 5, 9), (1, 8, 7), (1, 7, 14)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_window_attention_matches_padded_windows(shape, dtype):
