@@ -321,6 +321,11 @@ def test_phone_layout_has_no_horizontal_overflow(app_server, new_page) -> None:
         assert page.get_by_role("tab", name=name).is_visible(), f"{name} tab is not visible on a phone"
     page.get_by_role("tab", name="Everything").click()
     page.locator("#everything-run").wait_for(state="visible")
+    # Everything's result line comes right under its button, above the tall settings: on a
+    # phone it would otherwise be a screen below the button that produced it.
+    run, info, grid = (page.locator(sel).bounding_box() for sel in
+                       ("#everything-run", "#everything-info", "#everything-grid"))
+    assert run["y"] + run["height"] <= info["y"] < grid["y"], (run, info, grid)
 
 
 def test_offline_fallback_banner_and_box_on_the_coffee_cup(fallback_server, new_page) -> None:

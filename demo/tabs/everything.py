@@ -45,6 +45,9 @@ def build(ctx: AppContext, session: gr.State) -> EverythingTab:
                               placeholder="Choose an image first")
         with gr.Column(scale=2, min_width=260):
             run = gr.Button("Segment everything", variant="primary", elem_id="everything-run")
+            # The result line sits right under the button: on a phone the settings below would
+            # otherwise push it out of sight.
+            panel = result_panel("everything", mask_label="All masks PNG")
             with gr.Accordion("Settings", open=True):
                 grid = gr.Slider(lo, hi, value=ctx.config.points_per_side, step=1,
                                  label="Grid density (points per side)",
@@ -61,7 +64,6 @@ def build(ctx: AppContext, session: gr.State) -> EverythingTab:
                                    info="coarse-to-fine grid that skips points already inside a mask, "
                                         "bf16 decoder; untick for SAM's exact algorithm (slower)",
                                    elem_id="everything-fast")
-            panel = result_panel("everything", mask_label="All masks PNG")
     tab = EverythingTab(canvas, panel)
 
     @friendly
