@@ -529,7 +529,11 @@ class OutputStore:
                                  overlay: np.ndarray, *,
                                  to_original: Callable[[np.ndarray], np.ndarray] | None = None,
                                  original_size: tuple[int, int] | None = None) -> OutputFiles:
-        """Union mask PNG, cut-out of all segments, COCO RLE JSON of every mask, overlay JPEG."""
+        """Union mask PNG, cut-out of all segments, COCO RLE JSON of every mask, overlay JPEG.
+
+        With no masks there is nothing to cut out: ``cutout_png`` stays None (the empty mask PNG
+        and the empty RLE list are still written, as for an empty prompt mask).
+        """
         folder = self.new_dir(stem)
         masks = result.masks
         union = np.zeros(image.shape[:2], dtype=bool)
@@ -540,7 +544,9 @@ class OutputStore:
         files = OutputFiles()
         union_out = to_original(union) if to_original else union
         files.mask_png = str(_write(folder / f"{stem}_all_masks.png", mask_to_png_bytes(union_out)))
-        files.cutout_png = str(_write(folder / f"{stem}_cutout.png", encode_png(cutout_rgba(image, union, crop=False))))
+        if union.any():
+            files.cutout_png = str(_write(folder / f"{stem}_cutout.png",
+                                          encode_png(cutout_rgba(image, union, crop=False))))
         records = [{**r, "segmentation": m} for r, m in zip(result.records, full)]
         scores = [float(r.get("predicted_iou", 0.0)) for r in result.records]
         rle = masks_to_coco_json(records, tuple(size), scores=scores)

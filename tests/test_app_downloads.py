@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from demo.config import DemoConfig
-from demo.services import OutputStore, read_image
+from demo.services import EverythingResult, OutputStore, read_image
 from demo.state import PackedMasks, Session, TabResult
 from demo.ui import AppContext, download_update
 
@@ -96,3 +96,22 @@ def test_visitors_do_not_share_what_is_shown() -> None:
     marker = object()
     a.shown.show("points", marker)
     assert a.shown.is_shown("points", marker) and not b.shown.is_shown("points", marker)
+
+
+def test_everything_files_with_and_without_masks(tmp_path: Path) -> None:
+    """Zero masks: the empty union PNG and the empty RLE list, but no cut-out of nothing;
+    one mask: the cut-out keeps exactly that mask's pixels."""
+    store = OutputStore(tmp_path)
+    image = np.full((30, 40, 3), 120, np.uint8)
+    overlay = image.copy()
+    none = store.write_everything_outputs("photo", image, EverythingResult([], 1.0, {}, "m"), overlay)
+    assert none.cutout_png is None
+    assert [Path(f).name for f in none.as_list()] == ["photo_all_masks.png", "photo_masks_rle.json"]
+    mask = np.zeros((30, 40), bool)
+    mask[5:15, 10:30] = True
+    record = {"segmentation": mask, "area": int(mask.sum()), "bbox": [10, 5, 20, 10], "predicted_iou": 0.9}
+    one = store.write_everything_outputs("photo", image, EverythingResult([record], 1.0, {}, "m"), overlay)
+    assert [Path(f).name for f in one.as_list()] == ["photo_all_masks.png", "photo_cutout.png", "photo_masks_rle.json"]
+    from PIL import Image
+    alpha = np.asarray(Image.open(one.cutout_png))[..., 3]
+    assert np.array_equal(alpha > 0, mask)
