@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from demo.config import DemoConfig
 from demo.services import EverythingResult, OutputStore, read_image
@@ -112,6 +113,5 @@ def test_everything_files_with_and_without_masks(tmp_path: Path) -> None:
     record = {"segmentation": mask, "area": int(mask.sum()), "bbox": [10, 5, 20, 10], "predicted_iou": 0.9}
     one = store.write_everything_outputs("photo", image, EverythingResult([record], 1.0, {}, "m"), overlay)
     assert [Path(f).name for f in one.as_list()] == ["photo_all_masks.png", "photo_cutout.png", "photo_masks_rle.json"]
-    from PIL import Image
     alpha = np.asarray(Image.open(one.cutout_png))[..., 3]
     assert np.array_equal(alpha > 0, mask)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 
 import numpy as np
@@ -200,8 +201,6 @@ def test_compiled_loop_self_check_and_switch(monkeypatch):
 
 def test_threshold_resized_from_concurrent_threads():
     """Server threads share the helper threads: concurrent calls give the single-call results."""
-    from concurrent.futures import ThreadPoolExecutor
-
     g = torch.Generator().manual_seed(9)
     cases = [(torch.randn(1, 3, 256, 256, generator=g) * 3, (685, 1024), (900, 1345)),
              (F.avg_pool2d(torch.randn(1, 3, 256, 256, generator=g) * 6, 15, 1, 7) * 6, (1024, 686), (700, 469))]
@@ -219,8 +218,6 @@ def test_threshold_resized_from_concurrent_threads():
 def test_threshold_paths_are_exact_from_concurrent_threads():
     """Server threads share the scratch buffers and helper threads: results must not mix, and
     the idle buffers kept stay bounded."""
-    from concurrent.futures import ThreadPoolExecutor
-
     g = torch.Generator().manual_seed(5)
     smooth = F.avg_pool2d(torch.randn(1, 3, 256, 256, generator=g) * 6, 15, 1, 7) * 6
     cases = [(torch.randn(1, 3, 256, 256, generator=g) * 3, (685, 1024), (900, 1345)),
