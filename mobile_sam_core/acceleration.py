@@ -5,9 +5,10 @@ Nothing here changes what a model computes in the default (``"fp32"``) mode; it 
 * :class:`FastTinyViT` runs the TinyViT encoder of MobileSAM / LiteMedSAM from a snapshot of its
   weights with BatchNorm folded into the convolutions, channels-last convolutions through
   oneDNN (bias, residual add and GELU fused into the kernel), window
-  attention with the relative-position bias as an additive mask (``scaled_dot_product_attention``
-  flash kernel in float32), the qkv and output projections computed on real tokens only, and
-  attention over real tokens only: the padding tokens of a partial window share one key and value
+  attention with the relative-position bias as an additive mask (in float32 a compiled kernel,
+  :mod:`~mobile_sam_core.window_attention`, where a C++ compiler is present, else the
+  ``scaled_dot_product_attention`` flash kernel), the qkv and output projections computed on
+  real tokens only, and attention over real tokens only: the padding tokens of a partial window share one key and value
   (those of a zero token), so they enter as one key with a log-sum-exp bias and ask no queries.
   Embeddings agree with the module's own forward to ~1e-6 relative.
 * ``precision="bf16"`` runs the same graph in bfloat16 (AVX-512 BF16 / AMX where the CPU has
@@ -46,6 +47,7 @@ import torch.nn.functional as F
 from .openmp_env import runtime_tuning_disabled
 from .openvino_encoder import OpenVinoEncoder, openvino_available
 from .tensor_versions import weights_fingerprint
+from .window_attention import native_window_attention, window_tables
 
 log = logging.getLogger(__name__)
 
@@ -218,12 +220,15 @@ def _window_bias(bias: torch.Tensor, ws: int, rows: int, cols: int) -> torch.Ten
 class FastTinyViT:
     """Inference-only TinyViT encoder (see module docstring). Call with a preprocessed image."""
 
-    def __init__(self, encoder: torch.nn.Module, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, encoder: torch.nn.Module, dtype: torch.dtype = torch.float32, native: bool = True) -> None:
+        """``native``: float32 window attention through the compiled kernel of
+        :mod:`~mobile_sam_core.window_attention` where it builds (PyTorch's SDPA otherwise)."""
         from .modeling.tiny_vit import TinyViTEncoder, _PointwisePatchEmbed
 
         if not isinstance(encoder, TinyViTEncoder):
             raise TypeError("FastTinyViT needs a mobile_sam_core TinyViTEncoder")
         self.dtype = dtype
+        self.native = native_window_attention() if native and dtype == torch.float32 else None
         # Attention kernel (measured): fp32 -> flash SDPA; bf16 -> SDPA for 14x14 windows,
         # explicit matmuls with a float32 softmax for 7x7 windows.
         self.sdpa_min_tokens = 0 if dtype == torch.float32 else 100
@@ -267,6 +272,7 @@ class FastTinyViT:
             pad_qkv=d(F.linear(ln.bias, wqkv, bqkv)),
             bias=d(a.attention_biases[:, a.attention_bias_idxs]),  # heads, N, N
             window_bias={},  # (rows, cols) of a window's real tokens -> _window_bias, filled on first use
+            window_tables={},  # (batch, H, W) -> WindowTables for the native kernel, filled on first use
             wproj=d(a.proj.weight), bproj=d(a.proj.bias),
             local=_fold(b.local_conv, dtype),
             mln=(d(m.norm.weight), d(m.norm.bias), m.norm.eps),
@@ -329,6 +335,13 @@ class FastTinyViT:
         """
         bn, h, w, _ = qkv.shape
         ws, heads, kd, vd = p["ws"], p["heads"], p["kd"], p["vd"]
+        if self.native is not None and qkv.dtype == torch.float32:
+            tables = p["window_tables"].get((bn, h, w))
+            if tables is None:
+                tables = p["window_tables"][(bn, h, w)] = window_tables(
+                    bn, h, w, ws, lambda rows, cols: _window_bias(p["bias"], ws, rows, cols))
+            if self.native.supports(tables, kd, vd):
+                return self.native(qkv, p["pad_qkv"], tables, heads, p["scale"])
         hk = heads * kd
         out = qkv.new_empty(bn, h, w, heads * vd)
         for image_index, (nr, rows, nc, cols) in _window_blocks(h, w, ws):

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Install everything the tests need (venv, Python packages, Debian's chromium) and run them.
+# Install everything the tests need (venv, Python packages, Debian's chromium and g++) and run them.
 # Usage: bash scripts/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v chromium >/dev/null 2>&1; then
+# Debian packages: chromium for the browser tests, g++ for the encoder's compiled attention kernel.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = "0" ]; then
-    echo "== installing Debian's chromium for the browser tests"
+    echo "== installing Debian packages: ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "chromium is missing: run 'sudo apt-get install -y chromium' (browser tests are skipped without it, failed under CI=true)" >&2
+    echo "missing: ${missing[*]}; run 'sudo apt-get install -y ${missing[*]}' (without chromium the browser tests are skipped, without g++ the native-kernel tests; both fail under CI=true)" >&2
   fi
 fi
 

@@ -25,7 +25,10 @@ from mobile_sam_core import SamAutomaticMaskGenerator, SamPredictor, sam_model_r
 from mobile_sam_core import mask_upsample as mu
 from mobile_sam_core import mask_kernels
 from mobile_sam_core import openvino_encoder as ove
-from mobile_sam_core.acceleration import FastTinyViT, encoder_runner, onnx_available
+from mobile_sam_core import native
+from mobile_sam_core.acceleration import FastTinyViT, _window_bias, encoder_runner, onnx_available
+from mobile_sam_core.native import native_status
+from mobile_sam_core.window_attention import native_window_attention, reference_window_attention, window_tables
 from mobile_sam_core.openvino_encoder import OpenVinoEncoder, OpenVinoGraph, openvino_available
 from mobile_sam_core.everything_fast import fast_everything_settings, masks_to_rle, rle_to_mask
 from mobile_sam_core.fast_decoder import cached_dense_pe, fast_decoder_for, image_context
@@ -266,14 +269,17 @@ def test_rle_round_trip_matches_segment_anything():
 
 # ----------------------------------------------------------------------------- encoder
 
-@pytest.mark.parametrize("name", ["vit_t", "lite_medsam"])
-def test_fast_fp32_encoder_matches_module(name, vit_t, lite):
+@pytest.mark.parametrize("name,native", [("vit_t", True), ("vit_t", False), ("lite_medsam", True)])
+def test_fast_fp32_encoder_matches_module(name, native, vit_t, lite):
     model = vit_t if name == "vit_t" else lite
     size = model.image_encoder.img_size
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+    enc = FastTinyViT(model.image_encoder, native=native)
+    if native:
+        assert enc.native is not None or _native_kernel_or_skip()
     with torch.no_grad():
         ref = model.image_encoder(x)
-        got = FastTinyViT(model.image_encoder)(x)
+        got = enc(x)
     assert got.shape == ref.shape and got.dtype == torch.float32
     assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
 
@@ -292,15 +298,32 @@ def test_fast_encoder_batch_matches_module_per_image(lite):
     assert (single[0] - got[1]).abs().max() <= 1e-5 * ref.abs().max()
 
 
+def _native_kernel_or_skip():
+    """The compiled window-attention kernel; CI must have it on an AVX-512 machine (its script
+    installs g++)."""
+    kernel = native_window_attention()
+    if kernel is None:
+        required = os.environ.get("CI", "").lower() == "true" and "avx512f" in native._cpu_flags().split()
+        assert not required, f"native kernel missing under CI: {native_status()}"
+        pytest.skip(f"native kernel unavailable: {native_status()}")
+    return kernel
+
+
 @pytest.mark.parametrize("shape", [(2, 13, 20), (1, 14, 21), (1, 5, 9), (1, 8, 7), (1, 7, 14)])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_window_attention_matches_padded_windows(shape, dtype):
+@pytest.mark.parametrize("path", ["flash-f32", "products-f32", "native-f32", "flash-bf16", "products-bf16"])
+def test_window_attention_matches_padded_windows(shape, path):
     """Attention over real tokens with the padding merged into one key equals the module's way:
-    pad with the zero token's qkv, partition into full windows, attend, drop the padding."""
+    pad with the zero token's qkv, partition into full windows, attend, drop the padding.
+
+    Paths: PyTorch's flash kernel, explicit products (the bf16 graph's 7x7 windows), and the
+    compiled kernel (float32, 32-wide heads)."""
     bn, h, w = shape
-    ws, heads, kd, vd = 7, 2, 4, 3
+    kind, dtype = path.split("-")
+    dtype = torch.float32 if dtype == "f32" else torch.bfloat16
+    ws, heads = 7, 2
+    kd, vd = (32, 32) if kind == "native" else (4, 3)
     g = torch.Generator().manual_seed(3)
-    p = dict(ws=ws, heads=heads, kd=kd, vd=vd, scale=kd ** -0.5, window_bias={},
+    p = dict(ws=ws, heads=heads, kd=kd, vd=vd, scale=kd ** -0.5, window_bias={}, window_tables={},
              bias=torch.randn(heads, ws * ws, ws * ws, generator=g).to(dtype),
              pad_qkv=torch.randn(heads * (2 * kd + vd), generator=g).to(dtype))
     qkv = torch.randn(bn, h, w, heads * (2 * kd + vd), generator=g).to(dtype)
@@ -313,15 +336,80 @@ def test_window_attention_matches_padded_windows(shape, dtype):
     att = torch.softmax(q @ k.transpose(-2, -1) * p["scale"] + p["bias"].float(), dim=-1)
     o = (att @ v).view(bn, ph // ws, pw // ws, heads, ws, ws, vd).permute(0, 1, 4, 2, 5, 3, 6)
     ref = o.reshape(bn, ph, pw, heads * vd)[:, :h, :w].reshape(bn * h * w, heads * vd)
-    for min_tokens in (0, 100):  # flash kernel, and explicit products (the bf16 graph's 7x7 windows)
-        enc = FastTinyViT.__new__(FastTinyViT)
-        enc.sdpa_min_tokens = min_tokens
-        got = enc._window_attention(qkv, p)
-        assert got.shape == ref.shape and got.dtype == dtype
-        tol = 2e-6 if dtype == torch.float32 else 3e-2
-        assert (got.float() - ref).abs().max() <= tol * max(1.0, float(ref.abs().max()))
+    enc = FastTinyViT.__new__(FastTinyViT)
+    enc.sdpa_min_tokens = 100 if kind == "products" else 0
+    enc.native = _native_kernel_or_skip() if kind == "native" else None
+    got = enc._window_attention(qkv, p)
+    assert got.shape == ref.shape and got.dtype == dtype
+    tol = 2e-6 if dtype == torch.float32 else 3e-2
+    assert (got.float() - ref).abs().max() <= tol * max(1.0, float(ref.abs().max()))
+    assert bool(p["window_tables"]) == (kind == "native")
     if h % ws or w % ws:  # partial windows: one merged padding key
-        assert any(b.shape[-1] == b.shape[-2] + 1 for b in p["window_bias"].values())
+        if kind == "native":
+            tables = next(iter(p["window_tables"].values()))
+            assert bool((tables.nk == tables.nq + 1).any())
+        else:
+            assert any(b.shape[-1] == b.shape[-2] + 1 for b in p["window_bias"].values())
+
+
+@pytest.mark.parametrize("ws,heads,shape", [(7, 3, (2, 13, 20)), (14, 5, (1, 30, 17)), (7, 10, (1, 64, 64))])
+def test_native_window_kernel_matches_float64_reference(ws, heads, shape):
+    """The kernel on FastTinyViT's own window tables (full, partial and corner windows; 49 and 196
+    keys) against the same attention in float64."""
+    kernel = _native_kernel_or_skip()
+    bn, h, w = shape
+    g = torch.Generator().manual_seed(ws + heads)
+    bias = torch.randn(heads, ws * ws, ws * ws, generator=g)
+    tables = window_tables(bn, h, w, ws, lambda rows, cols: _window_bias(bias, ws, rows, cols))
+    assert kernel.supports(tables, 32, 32) and int(tables.nq.sum()) == bn * h * w
+    qkv = torch.randn(bn, h, w, 3 * heads * 32, generator=g) * 2
+    pad = torch.randn(3 * heads * 32, generator=g)
+    got = kernel(qkv, pad, tables, heads, 32 ** -0.5)
+    want = reference_window_attention(qkv, pad, tables, heads, 32 ** -0.5)
+    assert (got.double() - want).abs().max() <= 2e-6 * want.abs().max()
+    one = kernel(qkv, pad, tables, heads, 32 ** -0.5, threads=1)
+    assert torch.equal(one, got)  # windows are independent: the thread count changes nothing
+    with pytest.raises(ValueError, match="float32 rows"):
+        kernel(qkv.bfloat16(), pad, tables, heads, 32 ** -0.5)
+
+
+def test_native_kernel_build_cache_and_fallbacks(tmp_path, monkeypatch):
+    """Built once into the cache (name keyed by source, compiler, flags and CPU), loaded from it
+    by a later process, and None (PyTorch path) without a compiler, when disabled, or when the
+    self-check fails."""
+    _native_kernel_or_skip()
+    check = lambda lib: True  # noqa: E731
+    monkeypatch.setenv("MOBILE_SAM_CACHE_DIR", str(tmp_path))
+    for state in ({}, {}):  # a fresh process state each time
+        monkeypatch.setattr(native, "_loaded", state)
+        lib = native.load_kernel("window_attention", check)
+        assert lib is not None and native.load_kernel("window_attention", check) is lib
+    assert native.native_status()["window_attention"].startswith("loaded " + str(tmp_path / "native"))
+    built = list((tmp_path / "native").glob("window_attention-*.so"))
+    assert len(built) == 1
+    source = (native.KERNEL_DIR / "window_attention.cpp").read_bytes()
+    cxx = native.compiler()
+    assert native._library_path("window_attention", source, cxx) == built[0]
+    monkeypatch.setattr(native, "_cpu_flags", lambda: "another cpu")
+    assert native._library_path("window_attention", source, cxx) != built[0]
+    assert native._library_path("window_attention", source + b" ", cxx) != built[0]
+
+    monkeypatch.setattr(native, "_loaded", {})
+    monkeypatch.setenv("CXX", "false")
+    assert native.load_kernel("window_attention") is None
+    assert "failed" in native.native_status()["window_attention"]
+    monkeypatch.setattr(native, "_loaded", {})
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    assert native.load_kernel("window_attention") is None
+    assert native.native_status()["window_attention"].startswith("no C++ compiler")
+    monkeypatch.delenv("CXX")
+    monkeypatch.setattr(native, "_loaded", {})
+    assert native.load_kernel("window_attention", lambda lib: False) is None
+    assert "self-check" in native.native_status()["window_attention"]
+    monkeypatch.setattr(native, "_loaded", {})
+    monkeypatch.setenv("MOBILE_SAM_NO_COMPILED_KERNELS", "1")
+    assert native.load_kernel("window_attention", check) is None
+    assert FastTinyViT(sam_model_registry["vit_t"]().image_encoder).native is None
 
 
 def test_encoder_runner_follows_weight_changes():

@@ -1,0 +1,157 @@
+"""C++ kernels compiled on first use (``mobile_sam_core/kernels/*.cpp``).
+
+A kernel is built once per machine with the system's C++ compiler (``CXX``, else ``g++``, ``c++``
+or ``clang++``) for the CPU at hand (``-march=native``) and cached as a shared library under
+``<weights cache>/native/`` (``MOBILE_SAM_CACHE_DIR``, default ``~/.cache/mobile_sam_core``). The
+file name carries a hash of the source, the compiler's version, the flags and the CPU's feature
+flags, so a changed kernel, compiler or machine builds a new one. Building takes 2-3 seconds;
+later processes load the cached library in milliseconds.
+
+Everything here is optional: without a compiler, when a build or a kernel's self-check fails, or
+with ``MOBILE_SAM_NO_COMPILED_KERNELS`` set (shared with :mod:`~mobile_sam_core.mask_kernels`),
+:func:`load_kernel` returns None and callers keep their PyTorch path. The reason is logged once
+and kept in :func:`native_status`.
+
+Kernels use OpenMP and are linked by soname (``libgomp.so.1``); loaded after ``torch``, they share
+PyTorch's own libgomp and thread pool instead of starting a second one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+from .mask_kernels import compiled_kernels_disabled
+
+log = logging.getLogger(__name__)
+
+__all__ = ["KERNEL_DIR", "compiler", "load_kernel", "native_status"]
+
+KERNEL_DIR = Path(__file__).with_name("kernels")
+FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-fPIC", "-shared", "-std=c++17")
+BUILD_TIMEOUT_S = 120
+
+_lock = threading.Lock()
+_loaded: Dict[str, Optional[ctypes.CDLL]] = {}
+_status: Dict[str, str] = {}
+
+
+def compiler() -> Optional[str]:
+    """The C++ compiler to build with: ``CXX`` if set, else the first of g++, c++, clang++ on PATH."""
+    env = os.environ.get("CXX", "").strip()
+    if env:
+        return shutil.which(env) or (env if os.path.isfile(env) else None)
+    for name in ("g++", "c++", "clang++"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _cpu_flags() -> str:
+    """The CPU's feature flags (Linux), so a cached ``-march=native`` build never runs elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.machine() + platform.processor()
+
+
+def _library_path(name: str, source: bytes, cxx: str) -> Path:
+    try:
+        version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        version = ""
+    h = hashlib.sha256()
+    for part in (source, version.encode(), " ".join(FLAGS).encode(), _cpu_flags().encode()):
+        h.update(part)
+        h.update(b"\0")
+    from .weights import cache_dir
+
+    return cache_dir() / "native" / f"{name}-{h.hexdigest()[:20]}.so"
+
+
+def _build(name: str, cxx: str, target: Path) -> None:
+    """Compile ``kernels/<name>.cpp`` into ``target`` (atomically: concurrent builders are fine)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        cmd = [cxx, *FLAGS, "-o", tmp, str(KERNEL_DIR / f"{name}.cpp")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr.strip()[-2000:]}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_kernel(name: str, self_check: Optional[Callable[[ctypes.CDLL], bool]] = None) -> Optional[ctypes.CDLL]:
+    """The compiled library of ``kernels/<name>.cpp`` (built and cached on first use), or None.
+
+    ``self_check(lib)`` (optional) must return True for the library to be used; it runs once per
+    process. The outcome is cached per process: a failed build is not retried.
+    """
+    if compiled_kernels_disabled():
+        with _lock:
+            _status[name] = "disabled by MOBILE_SAM_NO_COMPILED_KERNELS"
+        return None
+    with _lock:
+        if name in _loaded:
+            return _loaded[name]
+        lib = None
+        try:
+            lib = _load(name, self_check)
+        except Exception as exc:  # a build error, a missing libgomp, an unwritable cache...
+            _status[name] = f"unavailable: {exc}"
+            log.warning("native kernel %s unavailable, using PyTorch instead: %s", name, exc)
+        _loaded[name] = lib
+        return lib
+
+
+def _load(name: str, self_check: Optional[Callable[[ctypes.CDLL], bool]]) -> Optional[ctypes.CDLL]:
+    cxx = compiler()
+    if cxx is None:
+        _status[name] = "no C++ compiler (set CXX or install g++)"
+        log.info("native kernel %s: no C++ compiler found; using PyTorch instead", name)
+        return None
+    import torch  # noqa: F401  (loads PyTorch's libgomp first, so the kernel shares it)
+
+    source = (KERNEL_DIR / f"{name}.cpp").read_bytes()
+    path = _library_path(name, source, cxx)
+    built = False
+    if not path.exists():
+        try:
+            _build(name, cxx, path)
+        except OSError:  # unwritable cache: build for this process only
+            path = Path(tempfile.mkdtemp(prefix="msc-native-")) / path.name
+            _build(name, cxx, path)
+        built = True
+    lib = ctypes.CDLL(str(path))
+    if self_check is not None and not self_check(lib):
+        _status[name] = f"failed its self-check ({path})"
+        log.warning("native kernel %s failed its self-check; using PyTorch instead", name)
+        return None
+    _status[name] = f"{'built' if built else 'loaded'} {path}"
+    return lib
+
+
+def native_status() -> Dict[str, str]:
+    """What happened to each kernel this process asked for: loaded/built (with its path),
+    disabled, no compiler, failed self-check, or the build error."""
+    with _lock:
+        return dict(_status)
