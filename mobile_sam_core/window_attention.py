@@ -27,7 +27,10 @@ from .native import load_kernel
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HEAD_DIM", "NativeWindowAttention", "WindowTables", "native_window_attention", "window_tables"]
+__all__ = [
+    "HEAD_DIM", "NativeWindowAttention", "WindowTables", "native_window_attention", "reference_window_attention",
+    "window_tables",
+]
 
 HEAD_DIM = 32  # the kernel's head width (TinyViT's key_dim and value dim)
 _PAD_BIAS = -1e30  # bias of the score columns that round a window's keys up to a multiple of 16
