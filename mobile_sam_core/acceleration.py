@@ -325,6 +325,14 @@ class FastTinyViT:
             out[:, :, r0:r1] = torch.ops.aten.gelu_(self._conv_add(y, x[:, :, r0:r1], c3))
         return out
 
+    @staticmethod
+    def _cached_window_bias(p: Dict[str, Any], rows: int, cols: int) -> torch.Tensor:
+        """:func:`_window_bias` of block ``p`` for a window of ``rows x cols`` real tokens, computed once."""
+        bias = p["window_bias"].get((rows, cols))
+        if bias is None:
+            bias = p["window_bias"][(rows, cols)] = _window_bias(p["bias"], p["ws"], rows, cols)
+        return bias
+
     def _window_attention(self, qkv: torch.Tensor, p: Dict[str, Any]) -> torch.Tensor:
         """Window attention of real tokens: qkv ``(B, H, W, 3*heads*d)`` -> ``(B*H*W, heads*d)``.
 
@@ -339,16 +347,14 @@ class FastTinyViT:
             tables = p["window_tables"].get((bn, h, w))
             if tables is None:
                 tables = p["window_tables"][(bn, h, w)] = window_tables(
-                    bn, h, w, ws, lambda rows, cols: _window_bias(p["bias"], ws, rows, cols))
+                    bn, h, w, ws, lambda rows, cols: self._cached_window_bias(p, rows, cols))
             if self.native.supports(tables, kd, vd):
                 return self.native(qkv, p["pad_qkv"], tables, heads, p["scale"])
         hk = heads * kd
         out = qkv.new_empty(bn, h, w, heads * vd)
         for image_index, (nr, rows, nc, cols) in _window_blocks(h, w, ws):
             n = rows * cols
-            bias = p["window_bias"].get((rows, cols))
-            if bias is None:
-                bias = p["window_bias"][(rows, cols)] = _window_bias(p["bias"], ws, rows, cols)
+            bias = self._cached_window_bias(p, rows, cols)
             keys = bias.shape[-1]  # n, or n + 1 with the merged padding key
             bw = bn * nr * nc
             # one copy: real tokens into (B, nr, nc, window tokens) order, the padding key last

@@ -84,9 +84,20 @@ def _library_path(name: str, source: bytes, cxx: str) -> Path:
     return cache_dir() / "native" / f"{name}-{h.hexdigest()[:20]}.so"
 
 
+def _writable_dir(path: Path) -> Path:
+    """``path`` created if need be, or a fresh temporary folder when it cannot be written (the
+    library is then built for this process only)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if os.access(path, os.W_OK | os.X_OK):
+            return path
+    except OSError:
+        pass
+    return Path(tempfile.mkdtemp(prefix="msc-native-"))
+
+
 def _build(name: str, cxx: str, target: Path) -> None:
     """Compile ``kernels/<name>.cpp`` into ``target`` (atomically: concurrent builders are fine)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".so", dir=target.parent)
     os.close(fd)
     try:
@@ -135,11 +146,8 @@ def _load(name: str, self_check: Optional[Callable[[ctypes.CDLL], bool]]) -> Opt
     path = _library_path(name, source, cxx)
     built = False
     if not path.exists():
-        try:
-            _build(name, cxx, path)
-        except OSError:  # unwritable cache: build for this process only
-            path = Path(tempfile.mkdtemp(prefix="msc-native-")) / path.name
-            _build(name, cxx, path)
+        path = _writable_dir(path.parent) / path.name
+        _build(name, cxx, path)
         built = True
     lib = ctypes.CDLL(str(path))
     if self_check is not None and not self_check(lib):

@@ -46,6 +46,7 @@ class WindowTables:
     boff: torch.Tensor  # (windows,) int64: offset of the window's bias in `bias`
     bias: torch.Tensor  # float32: per window shape (heads, nq, nk rounded up to 16), flattened
     max_keys: int
+    tokens: int  # token rows addressed (largest row index + 1): qkv must hold at least these
 
 
 def window_tables(batch: int, h: int, w: int, ws: int,
@@ -54,8 +55,8 @@ def window_tables(batch: int, h: int, w: int, ws: int,
     at the right and bottom). ``window_bias(rows, cols)`` is the ``(heads, n, keys)`` bias of a
     window whose real tokens are its top-left ``rows x cols`` (``keys`` = n, or n + 1 with the
     merged padding key)."""
-    shapes: dict = {}
-    offsets, parts, total = {}, [], 0
+    shapes: dict = {}  # (rows, cols) -> (keys, offset of its padded bias)
+    parts, total = [], 0
     windows = []
     for b in range(batch):
         for r0 in range(0, h, ws):
@@ -66,12 +67,11 @@ def window_tables(batch: int, h: int, w: int, ws: int,
                     heads, n, keys = bias.shape
                     padded = torch.full((heads, n, (keys + 15) // 16 * 16), _PAD_BIAS)
                     padded[:, :, :keys] = bias
-                    shapes[(rows, cols)] = keys
-                    offsets[(rows, cols)] = total
+                    shapes[(rows, cols)] = (keys, total)
                     parts.append(padded.reshape(-1))
                     total += padded.numel()
                 grid = (b * h + r0 + np.arange(rows))[:, None] * w + c0 + np.arange(cols)[None, :]
-                windows.append((grid.reshape(-1), shapes[(rows, cols)], offsets[(rows, cols)]))
+                windows.append((grid.reshape(-1), *shapes[(rows, cols)]))
     max_keys = max(keys for _, keys, _ in windows)
     tok = np.full((len(windows), max_keys), -1, np.int32)
     for i, (rows_idx, _, _) in enumerate(windows):
@@ -83,6 +83,7 @@ def window_tables(batch: int, h: int, w: int, ws: int,
         boff=torch.tensor([o for _, _, o in windows], dtype=torch.int64),
         bias=torch.cat(parts).contiguous(),
         max_keys=max_keys,
+        tokens=batch * h * w,
     )
 
 
@@ -109,8 +110,8 @@ class NativeWindowAttention:
         qkv = qkv.contiguous()
         pad = pad.float().contiguous()
         rows = qkv.numel() // qkv.shape[-1]
-        if tables.tok.numel() and int(tables.tok.max()) >= rows:
-            raise ValueError("window tables address more tokens than qkv holds")
+        if tables.tokens > rows:
+            raise ValueError(f"window tables address {tables.tokens} token rows, qkv holds {rows}")
         out = qkv.new_empty(rows, heads * HEAD_DIM)
         self._fn(qkv.data_ptr(), pad.data_ptr(), tables.tok.data_ptr(), tables.max_keys, tables.nq.data_ptr(),
                  tables.nk.data_ptr(), tables.boff.data_ptr(), tables.bias.data_ptr(), tables.tok.shape[0], heads,
@@ -162,7 +163,8 @@ def _self_check(lib: ctypes.CDLL) -> bool:
         total += b.numel()
     tables = WindowTables(tok=tok, nq=torch.tensor([n for n, _ in spec], dtype=torch.int32),
                           nk=torch.tensor([k for _, k in spec], dtype=torch.int32),
-                          boff=torch.tensor(boff, dtype=torch.int64), bias=torch.cat(parts), max_keys=70)
+                          boff=torch.tensor(boff, dtype=torch.int64), bias=torch.cat(parts), max_keys=70,
+                          tokens=int(perm[:start].max()) + 1)
     try:
         got = kernel(qkv, pad, tables, heads, 0.3, threads=2)
     except Exception:

@@ -371,6 +371,9 @@ def test_native_window_kernel_matches_float64_reference(ws, heads, shape):
     assert torch.equal(one, got)  # windows are independent: the thread count changes nothing
     with pytest.raises(ValueError, match="float32 rows"):
         kernel(qkv.bfloat16(), pad, tables, heads, 32 ** -0.5)
+    if bn > 1:
+        with pytest.raises(ValueError, match="token rows"):
+            kernel(qkv[:1], pad, tables, heads, 32 ** -0.5)
 
 
 def test_native_kernel_build_cache_and_fallbacks(tmp_path, monkeypatch):
