@@ -121,11 +121,18 @@ def machine() -> Dict[str, Any]:
         info["memory_gb"] = round(int(mem) / 2**20, 1)
     except (OSError, IndexError, ValueError):
         pass
-    for mod in ("onnxruntime", "openvino", "cv2", "numpy", "timm", "numba"):
+    for mod in ("onnxruntime", "openvino", "cv2", "numpy", "timm"):
         try:
             info[mod] = importlib.import_module(mod).__version__
         except Exception:
             pass
+    from mobile_sam_core.native import compiler
+
+    cxx = compiler()
+    try:  # the compiler that builds the C++ kernels (first line of --version)
+        info["cxx"] = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout.splitlines()[0]
+    except Exception:
+        info["cxx"] = "none (kernels not compiled)"
     if "openvino" in info:
         info["openvino"] = str(info["openvino"]).split("-")[0]  # "2026.4.1-22982-<hash>-releases/..."
     return info
@@ -476,7 +483,7 @@ def render_markdown(table: str, rows: List[Dict[str, Any]], app: Dict[str, Any],
         f"{info.get('memory_gb')} GB RAM",
         f"- Python {info.get('python')}, torch {info.get('torch')} ({info.get('torch_threads')} threads), "
         f"OpenVINO {info.get('openvino')}, onnxruntime {info.get('onnxruntime')}, OpenCV {info.get('cv2')}, "
-        f"numba {info.get('numba')}, {info.get('official')}",
+        f"C++ compiler {info.get('cxx')}, {info.get('official')}",
         f"- Load average before/after: {', '.join(f'{v:.2f}' for v in info['load_before'])} / "
         f"{', '.join(f'{v:.2f}' for v in info['load_after'])} (the cores are shared with other jobs; "
         "interleaving spreads that noise over both sides)",

@@ -5,9 +5,9 @@ input, crop, then to the original size) and a threshold. Only the sign relative 
 threshold is kept, and it is certain wherever a cheaper approximation is far enough from it.
 
 :func:`threshold_resized` (the predictor's default): both resizes and the threshold in one
-compiled pass over the low-res logits (``mask_kernels``, with numba: per axis the two resizes are
-one map of at most three taps, built here from PyTorch's indices and weights), or without numba
-both resizes by OpenCV and then the threshold. Either computes the same convex combinations of
+compiled pass over the low-res logits (``mask_kernels``, a C++ loop built on first use: per axis
+the two resizes are one map of at most three taps, built here from PyTorch's indices and
+weights), or without a compiler both resizes by OpenCV and then the threshold. Either computes the same convex combinations of
 the same samples as PyTorch with slightly different float32 roundings or weights, so a pixel can
 only come out differently where its value is within :func:`resize_error_bound` (certified; ~1e-4
 for logits of magnitude ~10) of the threshold: a handful of pixels per full-size mask, all of
@@ -16,7 +16,7 @@ them coin flips.
 :func:`threshold_upscaled` (bit-identical to thresholding PyTorch's values):
 
 1. Fast values for both resizes: the compiled loop (float32 rounding only; its bound is
-   :func:`_composite_margin`, ~4e-6 of the largest logit), or without numba OpenCV's
+   :func:`_composite_margin`, ~4e-6 of the largest logit), or without it OpenCV's
    ``cv2.resize`` (slightly different float32 weights; :func:`_dense_margin` plus the first
    stage's rounding, ~1e-4).
 2. That certified bound splits pixels into sure ones and the few near the threshold (tens per
@@ -445,9 +445,9 @@ def threshold_resized(
 
     ``low_res`` is (B, C, h, w); returns a bool tensor (B, C, *original_size). Pixels can differ
     from the reference only where the reference value is within :func:`resize_error_bound` of
-    ``threshold``. Uses the compiled two-stage loop of ``mask_kernels`` where numba is available,
+    ``threshold``. Uses the compiled two-stage loop of ``mask_kernels`` where it could be built,
     else OpenCV's resizes; falls back to :func:`threshold_upscaled` (exact) where neither shortcut
-    applies (a non-integer first factor, no second resize, neither numba nor OpenCV).
+    applies (a non-integer first factor, no second resize, neither the loop nor OpenCV).
     """
     out_hw = (int(original_size[0]), int(original_size[1]))
     in_hw = (int(input_size[0]), int(input_size[1]))

@@ -8,9 +8,8 @@ flags, so a changed kernel, compiler or machine builds a new one. Building takes
 later processes load the cached library in milliseconds.
 
 Everything here is optional: without a compiler, when a build or a kernel's self-check fails, or
-with ``MOBILE_SAM_NO_COMPILED_KERNELS`` set (shared with :mod:`~mobile_sam_core.mask_kernels`),
-:func:`load_kernel` returns None and callers keep their PyTorch path. The reason is logged once
-and kept in :func:`native_status`.
+with ``MOBILE_SAM_NO_COMPILED_KERNELS`` set, :func:`load_kernel` returns None and callers keep
+their PyTorch (or OpenCV) path. The reason is logged once and kept in :func:`native_status`.
 
 Kernels use OpenMP and are linked by soname (``libgomp.so.1``); loaded after ``torch``, they share
 PyTorch's own libgomp and thread pool instead of starting a second one.
@@ -27,13 +26,11 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
-from typing import Callable, Dict, Optional
-
-from .mask_kernels import compiled_kernels_disabled
+from typing import Callable, Dict, Optional, Sequence
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KERNEL_DIR", "compiler", "load_kernel", "native_status"]
+__all__ = ["KERNEL_DIR", "compiled_kernels_disabled", "compiler", "load_kernel", "native_status"]
 
 KERNEL_DIR = Path(__file__).with_name("kernels")
 FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-fPIC", "-shared", "-std=c++17")
@@ -42,6 +39,11 @@ BUILD_TIMEOUT_S = 120
 _lock = threading.Lock()
 _loaded: Dict[str, Optional[ctypes.CDLL]] = {}
 _status: Dict[str, str] = {}
+
+
+def compiled_kernels_disabled() -> bool:
+    """True when ``MOBILE_SAM_NO_COMPILED_KERNELS`` is set (to anything but 0)."""
+    return os.environ.get("MOBILE_SAM_NO_COMPILED_KERNELS", "") not in ("", "0")
 
 
 def compiler() -> Optional[str]:
@@ -70,13 +72,13 @@ def _cpu_flags() -> str:
     return platform.machine() + platform.processor()
 
 
-def _library_path(name: str, source: bytes, cxx: str) -> Path:
+def _library_path(name: str, source: bytes, cxx: str, flags: Sequence[str]) -> Path:
     try:
         version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         version = ""
     h = hashlib.sha256()
-    for part in (source, version.encode(), " ".join(FLAGS).encode(), _cpu_flags().encode()):
+    for part in (source, version.encode(), " ".join((*FLAGS, *flags)).encode(), _cpu_flags().encode()):
         h.update(part)
         h.update(b"\0")
     from .weights import cache_dir
@@ -96,12 +98,12 @@ def _writable_dir(path: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix="msc-native-"))
 
 
-def _build(name: str, cxx: str, target: Path) -> None:
+def _build(name: str, cxx: str, target: Path, flags: Sequence[str]) -> None:
     """Compile ``kernels/<name>.cpp`` into ``target`` (atomically: concurrent builders are fine)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        cmd = [cxx, *FLAGS, "-o", tmp, str(KERNEL_DIR / f"{name}.cpp")]
+        cmd = [cxx, *FLAGS, *flags, "-o", tmp, str(KERNEL_DIR / f"{name}.cpp")]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr.strip()[-2000:]}")
@@ -111,11 +113,13 @@ def _build(name: str, cxx: str, target: Path) -> None:
             os.unlink(tmp)
 
 
-def load_kernel(name: str, self_check: Optional[Callable[[ctypes.CDLL], bool]] = None) -> Optional[ctypes.CDLL]:
+def load_kernel(name: str, self_check: Optional[Callable[[ctypes.CDLL], bool]] = None,
+                flags: Sequence[str] = ()) -> Optional[ctypes.CDLL]:
     """The compiled library of ``kernels/<name>.cpp`` (built and cached on first use), or None.
 
     ``self_check(lib)`` (optional) must return True for the library to be used; it runs once per
-    process. The outcome is cached per process: a failed build is not retried.
+    process. ``flags`` are added after the common ``FLAGS`` (a later flag wins). The outcome is
+    cached per process: a failed build is not retried.
     """
     if compiled_kernels_disabled():
         with _lock:
@@ -126,33 +130,34 @@ def load_kernel(name: str, self_check: Optional[Callable[[ctypes.CDLL], bool]] =
             return _loaded[name]
         lib = None
         try:
-            lib = _load(name, self_check)
+            lib = _load(name, self_check, tuple(flags))
         except Exception as exc:  # a build error, a missing libgomp, an unwritable cache...
             _status[name] = f"unavailable: {exc}"
-            log.warning("native kernel %s unavailable, using PyTorch instead: %s", name, exc)
+            log.warning("native kernel %s unavailable, using the uncompiled path instead: %s", name, exc)
         _loaded[name] = lib
         return lib
 
 
-def _load(name: str, self_check: Optional[Callable[[ctypes.CDLL], bool]]) -> Optional[ctypes.CDLL]:
+def _load(name: str, self_check: Optional[Callable[[ctypes.CDLL], bool]],
+          flags: Sequence[str]) -> Optional[ctypes.CDLL]:
     cxx = compiler()
     if cxx is None:
         _status[name] = "no C++ compiler (set CXX or install g++)"
-        log.info("native kernel %s: no C++ compiler found; using PyTorch instead", name)
+        log.info("native kernel %s: no C++ compiler found; using the uncompiled path instead", name)
         return None
     import torch  # noqa: F401  (loads PyTorch's libgomp first, so the kernel shares it)
 
     source = (KERNEL_DIR / f"{name}.cpp").read_bytes()
-    path = _library_path(name, source, cxx)
+    path = _library_path(name, source, cxx, flags)
     built = False
     if not path.exists():
         path = _writable_dir(path.parent) / path.name
-        _build(name, cxx, path)
+        _build(name, cxx, path, flags)
         built = True
     lib = ctypes.CDLL(str(path))
     if self_check is not None and not self_check(lib):
         _status[name] = f"failed its self-check ({path})"
-        log.warning("native kernel %s failed its self-check; using PyTorch instead", name)
+        log.warning("native kernel %s failed its self-check; using the uncompiled path instead", name)
         return None
     _status[name] = f"{'built' if built else 'loaded'} {path}"
     return lib

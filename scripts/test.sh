@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: chromium for the browser tests, g++ for the encoder's compiled attention kernel.
+# Debian packages: chromium for the browser tests, g++ for the compiled kernels (encoder
+# attention, mask step).
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)

@@ -41,3 +41,17 @@ def test_demo_holds_no_model_logic():
     for path in (ROOT / "demo").rglob("*.py"):
         assert not (_imports(path) & banned), f"{path.relative_to(ROOT)} imports {_imports(path) & banned}"
         assert "torch.nn" not in path.read_text(), path
+
+
+def test_app_process_loads_no_gpu_compiler():
+    """The CPU app keeps Triton (imported by torch._dynamo only to test that it exists, ~75 MB
+    resident) and any JIT compiler runtime out of its memory."""
+    code = (
+        "import sys, demo.app, torchvision, torch._dynamo\n"
+        "from mobile_sam_core.mask_kernels import compiled_two_stage_threshold\n"
+        "compiled_two_stage_threshold()\n"
+        "print(sys.modules.get('triton', 'absent'), 'numba' in sys.modules, 'llvmlite' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "None False False"

@@ -114,7 +114,7 @@ def test_fma32_is_exactly_rounded():
 @pytest.mark.skipif(not mu.emulation_available(), reason="this PyTorch build's bilinear arithmetic is not emulated")
 @pytest.mark.parametrize("seed,compiled", [(s, True) for s in range(6)] + [(s, False) for s in range(2)])
 def test_threshold_upscaled_is_bit_identical(seed, compiled, monkeypatch):
-    """Bit for bit, with the compiled loop's values or (without numba) OpenCV's deciding which
+    """Bit for bit, with the compiled loop's values or (without it) OpenCV's deciding which
     pixels need PyTorch's exact arithmetic."""
     if not compiled:
         monkeypatch.setenv("MOBILE_SAM_NO_COMPILED_KERNELS", "1")
@@ -145,11 +145,11 @@ def test_threshold_upscaled_large_image_both_paths():
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["compiled-loop", "opencv"])
 def test_threshold_resized_differs_only_within_its_bound(compiled, monkeypatch):
-    """The predictor's default (the compiled two-stage loop, or OpenCV's two resizes without
-    numba): pixels may flip only where the reference value is within ``resize_error_bound`` of
+    """The predictor's default (the compiled two-stage loop, or OpenCV's two resizes without a
+    compiler): pixels may flip only where the reference value is within ``resize_error_bound`` of
     the threshold (a handful per mask)."""
     if compiled:
-        assert mask_kernels.compiled_two_stage_threshold() is not None  # numba is a requirement
+        _compiled_loop_or_skip()
     else:
         monkeypatch.setenv("MOBILE_SAM_NO_COMPILED_KERNELS", "1")
     g = torch.Generator().manual_seed(8)
@@ -197,9 +197,49 @@ def test_compiled_loop_self_check_and_switch(monkeypatch):
     """A loop that disagrees with the NumPy arithmetic is rejected, and the environment switch
     turns the compiled path off."""
     assert not mask_kernels._self_check(lambda *args: None)
-    assert mask_kernels._self_check(mask_kernels.compiled_two_stage_threshold())
+    assert mask_kernels._self_check(_compiled_loop_or_skip())
     monkeypatch.setenv("MOBILE_SAM_NO_COMPILED_KERNELS", "1")
     assert mask_kernels.compiled_two_stage_threshold() is None
+
+
+def test_compiled_loop_is_the_numpy_arithmetic_and_checks_its_arguments():
+    """On a real 1500x2241 plan, in two row blocks, the C++ loop's marks equal thresholding
+    ``composite_values``, also at thresholds equal to its values (same roundings, no fused
+    multiply-adds); layouts or indices the C code would read past are refused with ValueError."""
+    kernel = _compiled_loop_or_skip()
+    g = torch.Generator().manual_seed(13)
+    low = F.avg_pool2d(torch.randn(1, 1, 256, 256, generator=g) * 6, 9, 1, 4) * 5
+    in_hw, out_hw = (685, 1024), (1500, 2241)
+    crop = mu._low_res_crops(low, 1024, in_hw)[0]
+    taps = mu._composite_plan(tuple(crop.shape), 4, in_hw, out_hw, mu._detect_mode() != "plain")
+    src = np.pad(crop, ((0, 2), (0, 2)), mode="edge")
+    lo, hi = np.float32(-0.05), np.float32(0.05)
+    out, rows = np.full(out_hw, 9, np.uint8), np.full(out_hw[0], -1, np.int64)
+    n = kernel(src, *taps, lo, hi, out, rows, 0, 701) + kernel(src, *taps, lo, hi, out, rows, 701, out_hw[0])
+    want = mask_kernels._reference(src, *taps, lo, hi)
+    assert np.array_equal(out, want)
+    assert np.array_equal(rows, (want == 2).sum(1)) and n == int((want == 2).sum()) > 0
+    assert 0.05 < (want == 1).mean() < 0.95
+    # thresholds at exact values tell the arithmetic apart (a build with fused multiply-adds
+    # flips ~15% of these)
+    vals = mask_kernels.composite_values(src, *taps)
+    rng = np.random.default_rng(0)
+    for y, x in zip(rng.integers(0, out_hw[0], 64), rng.integers(0, out_hw[1], 64)):
+        for t, mark in ((vals[y, x], 0), (np.nextafter(vals[y, x], np.float32(-np.inf)), 1)):
+            kernel(src, *taps, t, t, out, rows, y, y + 1)
+            assert out[y, x] == mark, (y, x)
+
+    by, wy, bx, wx = taps
+    ok = dict(src=src, by=by, wy=wy, bx=bx, wx=wx, lo=lo, hi=hi, out=out, row_undecided=rows, ya=0,
+              yb=out_hw[0])
+    bad = [dict(src=src[:-3]), dict(src=src[:, :-3]), dict(src=src.astype(np.float64)), dict(src=src.T),
+           dict(by=by[::-1].copy()), dict(by=by.astype(np.int32)), dict(wx=wx[:, :2].copy()),
+           dict(out=out[:, :-1]), dict(out=out.astype(bool)), dict(row_undecided=rows[:5]),
+           dict(ya=-1), dict(yb=out_hw[0] + 1), dict(ya=11, yb=10), dict(lo=hi, hi=lo)]
+    for change in bad:
+        with pytest.raises(ValueError):
+            kernel(**{**ok, **change})
+    assert kernel(**ok) == n
 
 
 def test_threshold_resized_from_concurrent_threads():
@@ -298,6 +338,15 @@ def test_fast_encoder_batch_matches_module_per_image(lite):
     assert (single[0] - got[1]).abs().max() <= 1e-5 * ref.abs().max()
 
 
+def _compiled_loop_or_skip():
+    """The compiled mask loop; CI must have it (its script installs g++)."""
+    kernel = mask_kernels.compiled_two_stage_threshold()
+    if kernel is None:
+        assert os.environ.get("CI", "").lower() != "true", f"mask loop missing under CI: {native_status()}"
+        pytest.skip(f"compiled mask loop unavailable: {native_status()}")
+    return kernel
+
+
 def _native_kernel_or_skip():
     """The compiled window-attention kernel; CI must have it on an AVX-512 machine (its script
     installs g++)."""
@@ -392,10 +441,11 @@ def test_native_kernel_build_cache_and_fallbacks(tmp_path, monkeypatch):
     assert len(built) == 1
     source = (native.KERNEL_DIR / "window_attention.cpp").read_bytes()
     cxx = native.compiler()
-    assert native._library_path("window_attention", source, cxx) == built[0]
+    assert native._library_path("window_attention", source, cxx, ()) == built[0]
+    assert native._library_path("window_attention", source, cxx, ("-O2",)) != built[0]
     monkeypatch.setattr(native, "_cpu_flags", lambda: "another cpu")
-    assert native._library_path("window_attention", source, cxx) != built[0]
-    assert native._library_path("window_attention", source + b" ", cxx) != built[0]
+    assert native._library_path("window_attention", source, cxx, ()) != built[0]
+    assert native._library_path("window_attention", source + b" ", cxx, ()) != built[0]
 
     monkeypatch.setattr(native, "_loaded", {})
     monkeypatch.setenv("CXX", "false")
