@@ -209,7 +209,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     log: List[str] = []
     b = Bench(workers, log)
     rows: List[Dict[str, Any]] = []
-    notes: List[str] = []
     try:
         R = dict(enc=3 if q else 7, click=7 if q else 21, ev=1 if q else 3, ev32=1 if q else 2, app=8 if q else 20)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file (Hugging Face Spaces: app_file: demo/app.py)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "demo"  # noqa: A001  (lets the relative imports below work)
-    import demo  # noqa: F401,E402  (its __init__ sets the OpenMP wait policy before torch loads)
+    import demo  # noqa: F401,E402  (its __init__ sets the OpenMP wait policy and hides Triton before torch loads)
 
 import gradio as gr
 

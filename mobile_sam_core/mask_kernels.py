@@ -64,9 +64,12 @@ class TwoStageThreshold:
         self._check(src, by, wy, bx, wx, out, row_undecided, ya, yb)
         if not lo <= hi:
             raise ValueError(f"lo ({lo}) must not exceed hi ({hi})")
-        return int(self._fn(src.ctypes.data, src.strides[0] // 4, by.ctypes.data, wy.ctypes.data, bx.ctypes.data,
-                            wx.ctypes.data, out.shape[1], lo, hi, out.ctypes.data, out.strides[0],
-                            row_undecided.ctypes.data, ya, yb))
+        n = int(self._fn(src.ctypes.data, src.strides[0] // 4, by.ctypes.data, wy.ctypes.data, bx.ctypes.data,
+                         wx.ctypes.data, out.shape[1], lo, hi, out.ctypes.data, out.strides[0],
+                         row_undecided.ctypes.data, ya, yb))
+        if n < 0:
+            raise MemoryError("the mask loop could not allocate its row buffer")
+        return n
 
     @staticmethod
     def _check(src: np.ndarray, by: np.ndarray, wy: np.ndarray, bx: np.ndarray, wx: np.ndarray, out: np.ndarray,

@@ -11,7 +11,8 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <vector>
+#include <memory>
+#include <new>
 
 extern "C" {
 
@@ -19,7 +20,7 @@ extern "C" {
 // crop padded by two rows and columns (row stride src_stride floats); `by`/`wy` are the vertical
 // taps of every output row, `bx`/`wx` the horizontal taps of every output column (weights (n, 3)
 // row-major). The bases must not decrease along each axis. Writes the undecided count of each
-// row to row_undecided[y] and returns their total.
+// row to row_undecided[y] and returns their total (-1 if its row buffer cannot be allocated).
 int64_t msc_two_stage_threshold(const float* src, int64_t src_stride, const int64_t* by, const float* wy,
                                 const int64_t* bx, const float* wx, int64_t out_w, float lo, float hi,
                                 uint8_t* out, int64_t out_stride, int64_t* row_undecided, int64_t ya,
@@ -27,10 +28,12 @@ int64_t msc_two_stage_threshold(const float* src, int64_t src_stride, const int6
   if (yb <= ya) return 0;
   const int64_t first = by[ya];
   const int64_t n_rows = by[yb - 1] + 3 - first;
-  std::vector<float> rows(static_cast<size_t>(n_rows * out_w));
+  // Every element is written before it is read: no zero fill (1.5 MB for a 1500x2241 mask).
+  std::unique_ptr<float[]> rows(new (std::nothrow) float[static_cast<size_t>(n_rows * out_w)]);
+  if (!rows) return -1;
   for (int64_t r = 0; r < n_rows; ++r) {
     const float* s = src + (first + r) * src_stride;
-    float* g = rows.data() + r * out_w;
+    float* g = rows.get() + r * out_w;
     for (int64_t x = 0; x < out_w; ++x) {
       const float* t = s + bx[x];
       const float* w = wx + 3 * x;
@@ -39,7 +42,7 @@ int64_t msc_two_stage_threshold(const float* src, int64_t src_stride, const int6
   }
   int64_t undecided = 0;
   for (int64_t y = ya; y < yb; ++y) {
-    const float* a = rows.data() + (by[y] - first) * out_w;
+    const float* a = rows.get() + (by[y] - first) * out_w;
     const float* b = a + out_w;
     const float* c = b + out_w;
     const float w0 = wy[3 * y], w1 = wy[3 * y + 1], w2 = wy[3 * y + 2];
