@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from segment_anything.modeling import Sam
 
 from .acceleration import fused_linear
+from .decoder_tail import C1 as _TAIL_C1, C2 as _TAIL_C2, MAX_MASKS as _TAIL_MAX_MASKS, decoder_tail
 from .tensor_versions import tensor_version, weights_fingerprint
 
 __all__ = [
@@ -173,10 +174,11 @@ class FastMaskDecoder:
 
     Get one with :func:`fast_decoder_for` (cached per model and rebuilt if weights change).
     ``dtype=torch.bfloat16`` runs the large products in bfloat16 (opt-in, approximate);
-    softmax and norms stay float32.
+    softmax and norms stay float32. ``native``: float32 decoding ends in the compiled pass of
+    :mod:`~mobile_sam_core.decoder_tail` where it is available.
     """
 
-    def __init__(self, model: Sam, dtype: torch.dtype = torch.float32, chunk: int = 8) -> None:
+    def __init__(self, model: Sam, dtype: torch.dtype = torch.float32, chunk: int = 8, native: bool = True) -> None:
         if not supports_fast_decoder(model):
             raise ValueError("unsupported mask decoder layout")
         self.dtype = dtype
@@ -208,6 +210,9 @@ class FastMaskDecoder:
         self.up_ln = (ln.weight.detach().to(dtype), ln.bias.detach().to(dtype), ln.eps)
         self.up2_w = cast(ct2.weight.permute(2, 3, 1, 0).reshape(4 * c2, c1))
         self.up2_b = cast(ct2.bias.repeat(4))
+        exact_gelus = all(isinstance(a, torch.nn.GELU) and a.approximate == "none" for a in (self.act1, self.act2))
+        self.tail = decoder_tail() if (native and dtype == torch.float32 and exact_gelus
+                                       and (c1, c2) == (_TAIL_C1, _TAIL_C2)) else None
         self.norms = {}
         self._head_stacks: Dict[Tuple[int, ...], Optional[tuple]] = {}  # mask ids -> _head_stack
         # Factored first upscaling product (float32 only: it subtracts LayerNorm means after the
@@ -462,6 +467,9 @@ class FastMaskDecoder:
         else:
             y = fused_linear(keys.reshape(p * n, c), self.up1_w, self.up1_b)  # (P*N, 4*c1)
         y = y.view(p * n * 4, c1)
+        if self.tail is not None and p == 1 and hyper.shape[1] <= _TAIL_MAX_MASKS:
+            ln_w, ln_b, eps = self.up_ln
+            return self.tail(y, w, ln_w, ln_b, eps, self.up2_w, self.up2_b, hyper[0].float().contiguous())[None]
         y = F.layer_norm(y, (c1,), self.up_ln[0], self.up_ln[1], self.up_ln[2])
         y = torch.ops.aten.gelu_(y) if isinstance(self.act1, torch.nn.GELU) and self.act1.approximate == "none" \
             else self.act1(y)

@@ -31,7 +31,8 @@ from mobile_sam_core.native import native_status
 from mobile_sam_core.window_attention import native_window_attention, reference_window_attention, window_tables
 from mobile_sam_core.openvino_encoder import OpenVinoEncoder, OpenVinoGraph, openvino_available
 from mobile_sam_core.everything_fast import fast_everything_settings, masks_to_rle, rle_to_mask
-from mobile_sam_core.fast_decoder import cached_dense_pe, fast_decoder_for, image_context
+from mobile_sam_core.decoder_tail import decoder_tail, reference_decoder_tail
+from mobile_sam_core.fast_decoder import FastMaskDecoder, cached_dense_pe, fast_decoder_for, image_context
 from mobile_sam_core.upsample import upscale_logits_reference
 from tests.conftest import make_photo_like, perturb_state_dict
 
@@ -667,6 +668,75 @@ def test_fast_decoder_matches_reference_decoder(vit_t, stacked_heads, monkeypatc
                 iou, low, index = dec.decode(ctx, sparse, multimask, iou_threshold=thr)
                 assert torch.equal(index, torch.nonzero(iou > thr))
                 assert torch.allclose(low, got_m[index[:, 0], index[:, 1]])
+
+
+def _decoder_tail_or_skip():
+    """The compiled decoder tail; CI must have it on an AVX-512 machine (its script installs g++)."""
+    tail = decoder_tail()
+    if tail is None:
+        required = os.environ.get("CI", "").lower() == "true" and "avx512f" in native._cpu_flags().split()
+        assert not required, f"decoder-tail kernel missing under CI: {native_status()}"
+        pytest.skip(f"decoder-tail kernel unavailable: {native_status()}")
+    return tail
+
+
+def _tail_inputs(rows: int, masks: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    return dict(y=torch.randn(rows, 64, generator=g) * 3, ln_w=torch.rand(64, generator=g) + 0.5,
+                ln_b=torch.randn(64, generator=g), eps=1e-6, w2=torch.randn(128, 64, generator=g) / 8,
+                b2=torch.randn(128, generator=g), hyper=torch.randn(masks, 32, generator=g))
+
+
+@pytest.mark.parametrize("grid,masks", [((64, 64), 3), ((64, 64), 1), ((3, 5), 4), ((2, 7), 2), ((1, 1), 1)])
+def test_decoder_tail_matches_float64_reference(grid, masks):
+    """The fused LayerNorm-GELU-linear-GELU-hypernetwork pass against float64 PyTorch, on the
+    click's 64x64 grid and on grids whose rows end in a partial block of 16; one thread gives
+    the two-thread result bit for bit."""
+    tail = _decoder_tail_or_skip()
+    h, w = grid
+    t = _tail_inputs(4 * h * w, masks, seed=h * 100 + w + masks)
+    got = tail(t["y"], w, t["ln_w"], t["ln_b"], t["eps"], t["w2"], t["b2"], t["hyper"], threads=2)
+    want = reference_decoder_tail(t["y"].double(), w, t["ln_w"], t["ln_b"], t["eps"], t["w2"], t["b2"], t["hyper"])
+    assert got.shape == want.shape == (masks, 4 * h, 4 * w) and got.dtype == torch.float32
+    assert (got.double() - want).abs().max() <= 2e-6 * want.abs().max()
+    one = tail(t["y"], w, t["ln_w"], t["ln_b"], t["eps"], t["w2"], t["b2"], t["hyper"], threads=1)
+    assert torch.equal(one, got)
+
+
+def test_decoder_tail_gelu_accuracy_and_argument_checks():
+    tail = _decoder_tail_or_skip()
+    x = torch.linspace(-20, 20, 400001)
+    err = (tail.gelu_(x.clone()).double() - F.gelu(x.double())).abs()
+    assert torch.all(err <= 3e-7 * x.double().abs().clamp(min=1)), float(err.max())
+    t = _tail_inputs(4 * 3 * 5, 3, seed=1)
+    args = [t["y"], 5, t["ln_w"], t["ln_b"], t["eps"], t["w2"], t["b2"], t["hyper"]]
+    bad = {0: [t["y"][:, :63], t["y"][:-4], t["y"].double()], 1: [0, 7], 5: [t["w2"].T.contiguous().T, t["w2"][:64]],
+           7: [torch.randn(5, 32), torch.randn(3, 31), torch.randn(0, 32)]}
+    for pos, values in bad.items():
+        for v in values:
+            with pytest.raises(ValueError):
+                tail(*args[:pos], v, *args[pos + 1:])
+
+
+def test_fast_decoder_with_and_without_compiled_tail(vit_t, monkeypatch):
+    """The decoder's masks through the compiled tail equal PyTorch's operations to float32
+    rounding (this also checks the kernel's pixel order against the module path)."""
+    _decoder_tail_or_skip()
+    with_tail, without = FastMaskDecoder(vit_t), FastMaskDecoder(vit_t, native=False)
+    assert with_tail.tail is not None and without.tail is None
+    g = torch.Generator().manual_seed(21)
+    feats = torch.randn(1, 256, 64, 64, generator=g)
+    pe = cached_dense_pe(vit_t)
+    coords, labels = torch.rand(3, 2, 2, generator=g) * 1024, torch.tensor([[1, 0]] * 3)
+    with torch.no_grad():
+        sparse, _ = vit_t.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        for multimask in (True, False):
+            a_m, a_i = with_tail(image_context(with_tail, feats, pe), sparse, multimask)
+            b_m, b_i = without(image_context(without, feats, pe), sparse, multimask)
+            assert (a_m - b_m).abs().max() <= 1e-5 * b_m.abs().max()
+            assert torch.equal(a_i, b_i)
+    monkeypatch.setenv("MOBILE_SAM_NO_COMPILED_KERNELS", "1")
+    assert FastMaskDecoder(vit_t).tail is None
 
 
 def test_fast_decoder_follows_weight_changes():
