@@ -17,23 +17,16 @@ was built with AVX-512 and passed :func:`_self_check`; everywhere else (no compi
 from __future__ import annotations
 
 import ctypes
-import logging
-import threading
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-from .native import load_kernel
-
-log = logging.getLogger(__name__)
+from .native import load_wrapped
 
 __all__ = ["DecoderTail", "MAX_MASKS", "decoder_tail", "reference_decoder_tail"]
 
 C1, C2, MAX_MASKS = 64, 32, 4  # the kernel's channel counts (SAM's 256-wide decoder) and mask limit
-
-_lock = threading.Lock()
-_wrapped: Optional["DecoderTail"] = None
 
 
 def reference_decoder_tail(y: torch.Tensor, grid_w: int, ln_w: torch.Tensor, ln_b: torch.Tensor, eps: float,
@@ -97,10 +90,6 @@ class DecoderTail:
 def _self_check(lib: ctypes.CDLL) -> bool:
     """The pass on a 3 x 5 token grid (60 rows: three full blocks of 16 and a partial one) with 1
     and 3 masks, and its GELU over [-12, 12], against float64 PyTorch."""
-    lib.msc_decoder_tail_avx512.restype = ctypes.c_int
-    if not lib.msc_decoder_tail_avx512():
-        log.info("decoder-tail kernel built without AVX-512; using PyTorch's operations instead")
-        return False
     kernel = DecoderTail(lib)
     gen = torch.Generator().manual_seed(0)
     try:
@@ -121,13 +110,12 @@ def _self_check(lib: ctypes.CDLL) -> bool:
     return True
 
 
+def _built_for_avx512(lib: ctypes.CDLL) -> bool:
+    """The kernel is written with AVX-512 intrinsics; other builds hold stubs."""
+    lib.msc_decoder_tail_avx512.restype = ctypes.c_int
+    return bool(lib.msc_decoder_tail_avx512())
+
+
 def decoder_tail() -> Optional[DecoderTail]:
     """The compiled pass (built on first use, see :mod:`mobile_sam_core.native`), or None."""
-    global _wrapped
-    lib = load_kernel("decoder_tail", _self_check)
-    if lib is None:
-        return None
-    with _lock:
-        if _wrapped is None or _wrapped.lib is not lib:
-            _wrapped = DecoderTail(lib)
-        return _wrapped
+    return load_wrapped("decoder_tail", DecoderTail, _self_check, cpu_check=_built_for_avx512)

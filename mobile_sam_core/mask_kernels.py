@@ -22,20 +22,16 @@ keep the OpenCV path. A call releases the GIL (ctypes); callers split the rows o
 from __future__ import annotations
 
 import ctypes
-import threading
 from typing import Callable, Optional
 
 import numpy as np
 
-from .native import load_kernel
+from .native import load_wrapped
 
 __all__ = ["TwoStageThreshold", "compiled_two_stage_threshold", "composite_values"]
 
 # No fused multiply-adds: the loop must round exactly like composite_values (module docstring).
 _FLAGS = ("-ffp-contract=off",)
-
-_lock = threading.Lock()
-_wrapped: Optional["TwoStageThreshold"] = None
 
 
 class TwoStageThreshold:
@@ -102,14 +98,8 @@ def compiled_two_stage_threshold() -> Optional[TwoStageThreshold]:
 
     Builds on first use on a machine (about a second; later processes load the cached library).
     """
-    global _wrapped
-    lib = load_kernel("two_stage_threshold", lambda lib: _self_check(TwoStageThreshold(lib)), _FLAGS)
-    if lib is None:
-        return None
-    with _lock:
-        if _wrapped is None or _wrapped.lib is not lib:
-            _wrapped = TwoStageThreshold(lib)
-        return _wrapped
+    return load_wrapped("two_stage_threshold", TwoStageThreshold, lambda lib: _self_check(TwoStageThreshold(lib)),
+                        _FLAGS)
 
 
 def composite_values(src: np.ndarray, by: np.ndarray, wy: np.ndarray, bx: np.ndarray, wx: np.ndarray) -> np.ndarray:

@@ -26,11 +26,11 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, TypeVar
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KERNEL_DIR", "compiled_kernels_disabled", "compiler", "load_kernel", "native_status"]
+__all__ = ["KERNEL_DIR", "compiled_kernels_disabled", "compiler", "load_kernel", "load_wrapped", "native_status"]
 
 KERNEL_DIR = Path(__file__).with_name("kernels")
 FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-fPIC", "-shared", "-std=c++17")
@@ -39,6 +39,10 @@ BUILD_TIMEOUT_S = 120
 _lock = threading.Lock()
 _loaded: Dict[str, Optional[ctypes.CDLL]] = {}
 _status: Dict[str, str] = {}
+_wrapped: Dict[str, Tuple[ctypes.CDLL, Any]] = {}
+
+Check = Optional[Callable[[ctypes.CDLL], bool]]
+W = TypeVar("W")
 
 
 def compiled_kernels_disabled() -> bool:
@@ -113,13 +117,15 @@ def _build(name: str, cxx: str, target: Path, flags: Sequence[str]) -> None:
             os.unlink(tmp)
 
 
-def load_kernel(name: str, self_check: Optional[Callable[[ctypes.CDLL], bool]] = None,
-                flags: Sequence[str] = ()) -> Optional[ctypes.CDLL]:
+def load_kernel(name: str, self_check: Check = None, flags: Sequence[str] = (),
+                cpu_check: Check = None) -> Optional[ctypes.CDLL]:
     """The compiled library of ``kernels/<name>.cpp`` (built and cached on first use), or None.
 
-    ``self_check(lib)`` (optional) must return True for the library to be used; it runs once per
-    process. ``flags`` are added after the common ``FLAGS`` (a later flag wins). The outcome is
-    cached per process: a failed build is not retried.
+    ``cpu_check(lib)`` (optional) says whether the build has what the kernel is meant for (say,
+    AVX-512); when it returns False the library is quietly not used. ``self_check(lib)``
+    (optional) must then return True; both run once per process. ``flags`` are added after the
+    common ``FLAGS`` (a later flag wins). The outcome is cached per process: a failed build is
+    not retried.
     """
     if compiled_kernels_disabled():
         with _lock:
@@ -130,7 +136,7 @@ def load_kernel(name: str, self_check: Optional[Callable[[ctypes.CDLL], bool]] =
             return _loaded[name]
         lib = None
         try:
-            lib = _load(name, self_check, tuple(flags))
+            lib = _load(name, self_check, tuple(flags), cpu_check)
         except Exception as exc:  # a build error, a missing libgomp, an unwritable cache...
             _status[name] = f"unavailable: {exc}"
             log.warning("native kernel %s unavailable, using the uncompiled path instead: %s", name, exc)
@@ -138,8 +144,20 @@ def load_kernel(name: str, self_check: Optional[Callable[[ctypes.CDLL], bool]] =
         return lib
 
 
-def _load(name: str, self_check: Optional[Callable[[ctypes.CDLL], bool]],
-          flags: Sequence[str]) -> Optional[ctypes.CDLL]:
+def load_wrapped(name: str, wrap: Callable[[ctypes.CDLL], W], self_check: Check = None, flags: Sequence[str] = (),
+                 cpu_check: Check = None) -> Optional[W]:
+    """``wrap(lib)`` for :func:`load_kernel`'s library, made once per library, or None."""
+    lib = load_kernel(name, self_check, flags, cpu_check)
+    if lib is None:
+        return None
+    with _lock:
+        entry = _wrapped.get(name)
+        if entry is None or entry[0] is not lib:  # tests load fresh libraries
+            entry = _wrapped[name] = (lib, wrap(lib))
+        return entry[1]
+
+
+def _load(name: str, self_check: Check, flags: Sequence[str], cpu_check: Check) -> Optional[ctypes.CDLL]:
     cxx = compiler()
     if cxx is None:
         _status[name] = "no C++ compiler (set CXX or install g++)"
@@ -155,6 +173,10 @@ def _load(name: str, self_check: Optional[Callable[[ctypes.CDLL], bool]],
         _build(name, cxx, path, flags)
         built = True
     lib = ctypes.CDLL(str(path))
+    if cpu_check is not None and not cpu_check(lib):
+        _status[name] = f"not used: built without what it needs on this CPU ({path})"
+        log.info("native kernel %s is not used on this CPU; using the uncompiled path instead", name)
+        return None
     if self_check is not None and not self_check(lib):
         _status[name] = f"failed its self-check ({path})"
         log.warning("native kernel %s failed its self-check; using the uncompiled path instead", name)
@@ -165,6 +187,6 @@ def _load(name: str, self_check: Optional[Callable[[ctypes.CDLL], bool]],
 
 def native_status() -> Dict[str, str]:
     """What happened to each kernel this process asked for: loaded/built (with its path),
-    disabled, no compiler, failed self-check, or the build error."""
+    disabled, no compiler, not used on this CPU, failed self-check, or the build error."""
     with _lock:
         return dict(_status)

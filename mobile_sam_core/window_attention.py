@@ -16,16 +16,13 @@ attention 36 ms against 75 ms); results agree to float32 rounding (embedding 9e-
 from __future__ import annotations
 
 import ctypes
-import logging
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 
-from .native import load_kernel
-
-log = logging.getLogger(__name__)
+from .native import load_wrapped
 
 __all__ = [
     "HEAD_DIM", "NativeWindowAttention", "WindowTables", "native_window_attention", "reference_window_attention",
@@ -174,27 +171,13 @@ def _self_check(lib: ctypes.CDLL) -> bool:
     return bool(torch.allclose(got[used].double(), want[used], rtol=1e-4, atol=1e-5))
 
 
-_wrappers: dict = {}
-
-
 def _built_for_avx512(lib: ctypes.CDLL) -> bool:
     """The kernel's register blocking assumes 32 wide registers; elsewhere it is unmeasured and
     likely slower than PyTorch's flash kernel, so it is not used there."""
     lib.msc_window_attention_avx512.restype = ctypes.c_int
-    if lib.msc_window_attention_avx512():
-        return True
-    log.info("window-attention kernel built without AVX-512; using PyTorch's attention instead")
-    return False
+    return bool(lib.msc_window_attention_avx512())
 
 
 def native_window_attention() -> Optional[NativeWindowAttention]:
     """The compiled kernel (built on first use, see :mod:`mobile_sam_core.native`), or None."""
-    lib = load_kernel("window_attention", _self_check)
-    if lib is None:
-        return None
-    if not _built_for_avx512(lib):
-        return None
-    wrapper = _wrappers.get(id(lib))
-    if wrapper is None:
-        wrapper = _wrappers[id(lib)] = NativeWindowAttention(lib)
-    return wrapper
+    return load_wrapped("window_attention", NativeWindowAttention, _self_check, cpu_check=_built_for_avx512)

@@ -21,6 +21,13 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
+def _python(code: str) -> str:
+    """stdout of ``code`` run by a fresh interpreter in the repository root."""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
 def test_core_never_imports_gradio():
     offenders = [p.name for p in (ROOT / "mobile_sam_core").rglob("*.py") if "gradio" in _imports(p)]
     assert not offenders
@@ -30,9 +37,7 @@ def test_core_never_imports_gradio():
         "    if not m.name.endswith('__main__'): importlib.import_module(m.name)\n"
         "print('gradio' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
+    assert _python(code) == "False"
 
 
 def test_demo_holds_no_model_logic():
@@ -52,6 +57,4 @@ def test_app_process_loads_no_gpu_compiler():
         "compiled_two_stage_threshold()\n"
         "print(sys.modules.get('triton', 'absent'), 'numba' in sys.modules, 'llvmlite' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=180)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "None False False"
+    assert _python(code) == "None False False"

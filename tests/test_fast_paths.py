@@ -339,24 +339,23 @@ def test_fast_encoder_batch_matches_module_per_image(lite):
     assert (single[0] - got[1]).abs().max() <= 1e-5 * ref.abs().max()
 
 
-def _compiled_loop_or_skip():
-    """The compiled mask loop; CI must have it (its script installs g++)."""
-    kernel = mask_kernels.compiled_two_stage_threshold()
+def _compiled_or_skip(kernel, what: str, avx512: bool):
+    """``kernel``, or a skip when it could not be built; CI (whose script installs g++) must have
+    it, on AVX-512 machines for the ``avx512`` kernels."""
     if kernel is None:
-        assert os.environ.get("CI", "").lower() != "true", f"mask loop missing under CI: {native_status()}"
-        pytest.skip(f"compiled mask loop unavailable: {native_status()}")
+        required = os.environ.get("CI", "").lower() == "true" and (
+            not avx512 or "avx512f" in native._cpu_flags().split())
+        assert not required, f"{what} missing under CI: {native_status()}"
+        pytest.skip(f"{what} unavailable: {native_status()}")
     return kernel
+
+
+def _compiled_loop_or_skip():
+    return _compiled_or_skip(mask_kernels.compiled_two_stage_threshold(), "compiled mask loop", avx512=False)
 
 
 def _native_kernel_or_skip():
-    """The compiled window-attention kernel; CI must have it on an AVX-512 machine (its script
-    installs g++)."""
-    kernel = native_window_attention()
-    if kernel is None:
-        required = os.environ.get("CI", "").lower() == "true" and "avx512f" in native._cpu_flags().split()
-        assert not required, f"native kernel missing under CI: {native_status()}"
-        pytest.skip(f"native kernel unavailable: {native_status()}")
-    return kernel
+    return _compiled_or_skip(native_window_attention(), "window-attention kernel", avx512=True)
 
 
 @pytest.mark.parametrize("shape", [(2, 13, 20), (1, 14, 21), (1, 5, 9), (1, 8, 7), (1, 7, 14)])
@@ -460,6 +459,16 @@ def test_native_kernel_build_cache_and_fallbacks(tmp_path, monkeypatch):
     monkeypatch.setattr(native, "_loaded", {})
     assert native.load_kernel("window_attention", lambda lib: False) is None
     assert "self-check" in native.native_status()["window_attention"]
+    monkeypatch.setattr(native, "_loaded", {})
+    assert native.load_kernel("window_attention", check, cpu_check=lambda lib: False) is None
+    assert native.native_status()["window_attention"].startswith("not used")
+    monkeypatch.setattr(native, "_loaded", {})
+    monkeypatch.setattr(native, "_wrapped", {})
+    made = []
+    wrap = lambda lib: made.append(lib) or len(made)  # noqa: E731
+    assert native.load_wrapped("window_attention", wrap, check) == native.load_wrapped("window_attention", wrap) == 1
+    monkeypatch.setattr(native, "_loaded", {})  # a fresh library gets a fresh wrapper
+    assert native.load_wrapped("window_attention", wrap, check) == 2
     monkeypatch.setattr(native, "_loaded", {})
     monkeypatch.setenv("MOBILE_SAM_NO_COMPILED_KERNELS", "1")
     assert native.load_kernel("window_attention", check) is None
@@ -671,13 +680,7 @@ def test_fast_decoder_matches_reference_decoder(vit_t, stacked_heads, monkeypatc
 
 
 def _decoder_tail_or_skip():
-    """The compiled decoder tail; CI must have it on an AVX-512 machine (its script installs g++)."""
-    tail = decoder_tail()
-    if tail is None:
-        required = os.environ.get("CI", "").lower() == "true" and "avx512f" in native._cpu_flags().split()
-        assert not required, f"decoder-tail kernel missing under CI: {native_status()}"
-        pytest.skip(f"decoder-tail kernel unavailable: {native_status()}")
-    return tail
+    return _compiled_or_skip(decoder_tail(), "decoder-tail kernel", avx512=True)
 
 
 def _tail_inputs(rows: int, masks: int, seed: int):
