@@ -126,13 +126,11 @@ def machine() -> Dict[str, Any]:
             info[mod] = importlib.import_module(mod).__version__
         except Exception:
             pass
-    from mobile_sam_core.native import compiler
+    from mobile_sam_core.native import compiler, compiler_version
 
-    cxx = compiler()
-    try:  # the compiler that builds the C++ kernels (first line of --version)
-        info["cxx"] = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout.splitlines()[0]
-    except Exception:
-        info["cxx"] = "none (kernels not compiled)"
+    cxx = compiler()  # the compiler that builds the C++ kernels (first line of --version)
+    version = compiler_version(cxx).splitlines() if cxx else []
+    info["cxx"] = version[0] if version else "none (kernels not compiled)"
     if "openvino" in info:
         info["openvino"] = str(info["openvino"]).split("-")[0]  # "2026.4.1-22982-<hash>-releases/..."
     return info

@@ -22,7 +22,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .native import load_wrapped
+from .native import flag_check, load_wrapped
 
 __all__ = ["DecoderTail", "MAX_MASKS", "decoder_tail", "reference_decoder_tail"]
 
@@ -110,12 +110,7 @@ def _self_check(lib: ctypes.CDLL) -> bool:
     return True
 
 
-def _built_for_avx512(lib: ctypes.CDLL) -> bool:
-    """The kernel is written with AVX-512 intrinsics; other builds hold stubs."""
-    lib.msc_decoder_tail_avx512.restype = ctypes.c_int
-    return bool(lib.msc_decoder_tail_avx512())
-
-
 def decoder_tail() -> Optional[DecoderTail]:
     """The compiled pass (built on first use, see :mod:`mobile_sam_core.native`), or None."""
-    return load_wrapped("decoder_tail", DecoderTail, _self_check, cpu_check=_built_for_avx512)
+    # The kernel is written with AVX-512 intrinsics; other builds hold stubs.
+    return load_wrapped("decoder_tail", DecoderTail, _self_check, cpu_check=flag_check("msc_decoder_tail_avx512"))

@@ -198,7 +198,8 @@ class FastMaskDecoder:
         up = md.output_upscaling
         ct1, ln, ct2 = up[0], up[1], up[3]
         self.act1, self.act2 = up[2], up[4]
-        self.gelu2_fusable = isinstance(self.act2, torch.nn.GELU) and getattr(self.act2, "approximate", "none") == "none"
+        exact_gelu = lambda a: isinstance(a, torch.nn.GELU) and a.approximate == "none"  # noqa: E731
+        self.gelu1_exact, self.gelu2_fusable = exact_gelu(self.act1), exact_gelu(self.act2)
         c_in, c1 = ct1.weight.shape[0], ct1.weight.shape[1]
         c2 = ct2.weight.shape[1]
         self.c1, self.c2 = c1, c2
@@ -210,8 +211,7 @@ class FastMaskDecoder:
         self.up_ln = (ln.weight.detach().to(dtype), ln.bias.detach().to(dtype), ln.eps)
         self.up2_w = cast(ct2.weight.permute(2, 3, 1, 0).reshape(4 * c2, c1))
         self.up2_b = cast(ct2.bias.repeat(4))
-        exact_gelus = all(isinstance(a, torch.nn.GELU) and a.approximate == "none" for a in (self.act1, self.act2))
-        self.tail = decoder_tail() if (native and dtype == torch.float32 and exact_gelus
+        self.tail = decoder_tail() if (native and dtype == torch.float32 and self.gelu1_exact and self.gelu2_fusable
                                        and (c1, c2) == (_TAIL_C1, _TAIL_C2)) else None
         self.norms = {}
         self._head_stacks: Dict[Tuple[int, ...], Optional[tuple]] = {}  # mask ids -> _head_stack
@@ -471,8 +471,7 @@ class FastMaskDecoder:
             ln_w, ln_b, eps = self.up_ln
             return self.tail(y, w, ln_w, ln_b, eps, self.up2_w, self.up2_b, hyper[0].float().contiguous())[None]
         y = F.layer_norm(y, (c1,), self.up_ln[0], self.up_ln[1], self.up_ln[2])
-        y = torch.ops.aten.gelu_(y) if isinstance(self.act1, torch.nn.GELU) and self.act1.approximate == "none" \
-            else self.act1(y)
+        y = torch.ops.aten.gelu_(y) if self.gelu1_exact else self.act1(y)
         if self.gelu2_fusable:
             z = fused_linear(y, self.up2_w, self.up2_b, gelu=True)
         else:

@@ -18,6 +18,7 @@ PyTorch's own libgomp and thread pool instead of starting a second one.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import logging
 import os
@@ -30,7 +31,10 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, TypeVar
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KERNEL_DIR", "compiled_kernels_disabled", "compiler", "load_kernel", "load_wrapped", "native_status"]
+__all__ = [
+    "KERNEL_DIR", "compiled_kernels_disabled", "compiler", "compiler_version", "flag_check", "load_kernel",
+    "load_wrapped", "native_status",
+]
 
 KERNEL_DIR = Path(__file__).with_name("kernels")
 FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-fPIC", "-shared", "-std=c++17")
@@ -62,6 +66,26 @@ def compiler() -> Optional[str]:
     return None
 
 
+@functools.lru_cache(maxsize=8)
+def compiler_version(cxx: str) -> str:
+    """``cxx --version`` (asked once per process; "" when it cannot run)."""
+    try:
+        return subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def flag_check(symbol: str) -> Callable[[ctypes.CDLL], bool]:
+    """A ``cpu_check`` for :func:`load_kernel`: the library's ``int symbol(void)`` is nonzero
+    (kernels report this way whether they were built with the instructions they are written for)."""
+    def check(lib: ctypes.CDLL) -> bool:
+        fn = getattr(lib, symbol)
+        fn.restype = ctypes.c_int
+        return bool(fn())
+
+    return check
+
+
 def _cpu_flags() -> str:
     """The CPU's feature flags (Linux), so a cached ``-march=native`` build never runs elsewhere."""
     try:
@@ -77,12 +101,8 @@ def _cpu_flags() -> str:
 
 
 def _library_path(name: str, source: bytes, cxx: str, flags: Sequence[str]) -> Path:
-    try:
-        version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        version = ""
     h = hashlib.sha256()
-    for part in (source, version.encode(), " ".join((*FLAGS, *flags)).encode(), _cpu_flags().encode()):
+    for part in (source, compiler_version(cxx).encode(), " ".join((*FLAGS, *flags)).encode(), _cpu_flags().encode()):
         h.update(part)
         h.update(b"\0")
     from .weights import cache_dir

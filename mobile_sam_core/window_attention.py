@@ -22,7 +22,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from .native import load_wrapped
+from .native import flag_check, load_wrapped
 
 __all__ = [
     "HEAD_DIM", "NativeWindowAttention", "WindowTables", "native_window_attention", "reference_window_attention",
@@ -171,13 +171,9 @@ def _self_check(lib: ctypes.CDLL) -> bool:
     return bool(torch.allclose(got[used].double(), want[used], rtol=1e-4, atol=1e-5))
 
 
-def _built_for_avx512(lib: ctypes.CDLL) -> bool:
-    """The kernel's register blocking assumes 32 wide registers; elsewhere it is unmeasured and
-    likely slower than PyTorch's flash kernel, so it is not used there."""
-    lib.msc_window_attention_avx512.restype = ctypes.c_int
-    return bool(lib.msc_window_attention_avx512())
-
-
 def native_window_attention() -> Optional[NativeWindowAttention]:
     """The compiled kernel (built on first use, see :mod:`mobile_sam_core.native`), or None."""
-    return load_wrapped("window_attention", NativeWindowAttention, _self_check, cpu_check=_built_for_avx512)
+    # The kernel's register blocking assumes 32 wide registers; elsewhere it is unmeasured and
+    # likely slower than PyTorch's flash kernel, so it is used only where built with AVX-512.
+    return load_wrapped("window_attention", NativeWindowAttention, _self_check,
+                        cpu_check=flag_check("msc_window_attention_avx512"))

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: chromium for the browser tests, g++ for the compiled kernels (encoder
-# attention, mask step).
+# attention, decoder tail, mask step).
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
